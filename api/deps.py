@@ -1,0 +1,69 @@
+"""Request dependencies: who is calling, and with which scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header
+from sqlalchemy.orm import Session
+
+from api.envelope import current_request_id
+from shared.clock import utcnow
+from shared.db import new_session, transaction
+from shared.errors import ForbiddenScope, Unauthenticated
+from shared.keys import authenticate, has_scope
+from shared.posts import Actor
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: one key of one organization."""
+
+    organization_id: str
+    key_id: str
+    scopes: tuple[str, ...]
+    env: str
+
+    def actor(self) -> Actor:
+        """This caller as recorded on the audit log."""
+        return Actor(self.organization_id, self.key_id, current_request_id())
+
+
+def _principal(
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    if not authorization:
+        raise Unauthenticated("Missing Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > 512:
+        raise Unauthenticated("Authorization must be 'Bearer <key>'")
+    with transaction() as tx:
+        key = authenticate(tx.session, token.strip(), now=utcnow())
+        return Principal(key.organization_id, key.id, tuple(key.scopes), key.env)
+
+
+def require(scope: str) -> Callable[..., Principal]:
+    """A dependency that authenticates and demands `scope` (deny by default)."""
+
+    def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if not has_scope(principal.scopes, scope):
+            raise ForbiddenScope(f"This key lacks the {scope} scope", {"requiredScope": scope})
+        return principal
+
+    dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    return dependency
+
+
+def read_session() -> Iterator[Session]:
+    """A session for reads; nothing is written through it."""
+    session = new_session()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+ReadSession = Annotated[Session, Depends(read_session)]

@@ -1,0 +1,173 @@
+"""The error envelope and the request id every response carries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import PublisherError
+
+log = logging.getLogger("publisher.api")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+
+
+def current_request_id() -> str:
+    """The id of the request being served (set by the middleware)."""
+    return request_id_var.get()
+
+
+class RequestIdMiddleware:
+    """Echo the caller's `X-Request-Id` (if sane) or mint one, on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        rid = given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+        token = request_id_var.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """`{"error": {code, message, requestId, details}}` with the given status."""
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "requestId": current_request_id(),
+            "details": details or {},
+        }
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def validation_issues(errors: list[Any]) -> list[dict[str, str]]:
+    """Pydantic errors as `{path, message}`, paths in wire names (`targets[0].socialAccountId`)."""
+    issues = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        # Union members add their type name to the location; it means nothing to callers.
+        loc = tuple(
+            p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "str")))
+        )
+        issues.append({"path": _path(loc), "message": str(err.get("msg", "Invalid value"))})
+    return issues
+
+
+def install(app: FastAPI) -> None:
+    """Turn every failure into the envelope; nothing internal leaks to the caller."""
+
+    @app.exception_handler(PublisherError)
+    async def _publisher_error(_: Request, exc: PublisherError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        issues = validation_issues(list(exc.errors()))
+        return error_response(422, "VALIDATION", "Invalid request", {"issues": issues})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(404, "NOT_FOUND", "Not found")
+        if exc.status_code == 405:
+            return error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed")
+        return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> Response:
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return error_response(
+            503,
+            "UNAVAILABLE",
+            "The service is temporarily unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_: Request, exc: DBAPIError) -> Response:
+        if exc.connection_invalidated:
+            return error_response(
+                503,
+                "UNAVAILABLE",
+                "The service is temporarily unavailable",
+                headers={"Retry-After": "1"},
+            )
+        log.exception("database error")
+        return error_response(500, "INTERNAL", "Internal error")
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "INTERNAL", "Internal error")
+
+
+class _ErrorBodyDoc(BaseModel):
+    code: str
+    message: str
+    requestId: str
+    details: dict[str, Any] = Field(
+        description="Extra context; for VALIDATION, `issues`: a list of {path, message}."
+    )
+
+
+class ErrorEnvelopeDoc(BaseModel):
+    """`{"error": {code, message, requestId, details}}` on every 4xx/5xx."""
+
+    error: _ErrorBodyDoc

@@ -1,0 +1,41 @@
+"""Opaque keyset cursors: `?cursor=&limit=` and `{"items", "nextCursor"}`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Annotated, Final
+
+from fastapi import Query
+
+from shared.errors import Validation
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 100
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1..100")]
+Cursor = Annotated[
+    str | None, Query(max_length=512, description="`nextCursor` from the previous page")
+]
+
+
+def encode(at: datetime, row_id: str) -> str:
+    """A cursor pointing just past (at, row_id)."""
+    raw = json.dumps([at.isoformat(), row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(cursor: str | None) -> tuple[datetime, str] | None:
+    """The (time, id) a cursor points past; 422 on anything we did not mint."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, row_id = json.loads(raw)
+        when = datetime.fromisoformat(at)
+        if not isinstance(row_id, str) or when.tzinfo is None:
+            raise ValueError
+        return when, row_id
+    except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Validation.at("cursor", "Invalid cursor") from exc

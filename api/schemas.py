@@ -1,0 +1,130 @@
+"""Wire shapes: request bodies (strict) and response bodies, camelCase on the wire."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class MediaIn(Wire):
+    url: Annotated[str, StringConstraints(max_length=2048)]
+    type: Literal["video", "image"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not value.lower().startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("media url must be an https:// URL")
+        return value
+
+
+class ContentUploadIn(Wire):
+    caption: Annotated[str, StringConstraints(min_length=1, max_length=2200)]
+    media: Annotated[list[MediaIn], Field(min_length=1, max_length=10)]
+
+
+class MediaOut(BaseModel):
+    url: str
+    type: str
+
+
+class ContainerOut(BaseModel):
+    id: str
+    projectId: str
+    status: Literal["completed"]
+    caption: str
+    media: list[MediaOut]
+    createdAt: str
+
+
+class TargetIn(Wire):
+    social_account_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    mode: Literal["publish", "draft"] = "publish"
+    scheduled_post_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    caption_override: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    first_comment_override: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+Targets = Annotated[list[TargetIn], Field(min_length=1, max_length=50)]
+
+
+class ScheduleIn(Wire):
+    scheduled_for: AwareDatetime
+    targets: Targets
+
+
+class PublishIn(Wire):
+    targets: Targets
+
+
+class RescheduleIn(Wire):
+    scheduled_for: AwareDatetime
+
+
+class CancelIn(Wire):
+    reason: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class LastError(BaseModel):
+    code: str
+    message: str
+    platformCode: str | None
+
+
+class ScheduledPostOut(BaseModel):
+    id: str
+    containerId: str
+    socialAccountId: str
+    platform: Literal["tiktok", "instagram"]
+    mode: Literal["publish", "draft"]
+    status: Literal["queued", "publishing", "published", "draft", "failed", "canceled"]
+    scheduledFor: str
+    attemptedAt: str | None
+    publishedAt: str | None
+    canceledAt: str | None
+    externalId: str | None
+    externalUrl: str | None
+    lastError: LastError | None
+    createdAt: str
+    updatedAt: str
+
+
+class ScheduledPostList(BaseModel):
+    items: list[ScheduledPostOut]
+    nextCursor: str | None
+
+
+class ScheduledPostsCreated(BaseModel):
+    items: list[ScheduledPostOut]
+
+
+class CanceledOut(BaseModel):
+    id: str
+    status: Literal["canceled"]
+    canceledAt: str
+
+
+class RescheduledOut(BaseModel):
+    id: str
+    status: Literal["queued"]
+    scheduledFor: str
+    updatedAt: str
+
+
+class SocialAccountOut(BaseModel):
+    id: str
+    projectId: str
+    platform: Literal["tiktok", "instagram"]
+    handle: str
+    createdAt: str
+
+
+class SocialAccountList(BaseModel):
+    items: list[SocialAccountOut]
+    nextCursor: str | None

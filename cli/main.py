@@ -1,0 +1,322 @@
+"""`publisher`: the one console script for operators and every process role."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.errors import PublisherError
+
+
+def _cmd_migrate(_: argparse.Namespace) -> int:
+    from shared.migrate import migrate
+    from shared.settings import get_settings
+
+    created = migrate()
+    url = get_settings().database_url
+    print(("created and migrated " if created else "migrated ") + url.rsplit("/", 1)[-1])
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+    )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.celery_app import app
+    from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE
+
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={args.concurrency}",
+            f"--queues={PUBLISH_QUEUE},{CONTROL_QUEUE}",
+            f"--hostname={args.name or f'publisher-{os.getpid()}@%h'}",
+        ]
+    )
+    return 0
+
+
+def _cmd_beat(_: argparse.Namespace) -> int:
+    from shared.settings import get_settings
+    from worker.celery_app import app
+
+    state = Path(get_settings().state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO", f"--schedule={state / 'celerybeat-schedule'}"])
+    return 0
+
+
+def _cmd_flower(args: argparse.Namespace) -> int:
+    from shared.settings import get_settings
+    from worker.celery_app import app
+
+    settings = get_settings()
+    app.start(
+        [
+            "flower",
+            f"--address={args.host}",
+            f"--port={args.port}",
+            f"--basic-auth={settings.flower_user}:{settings.flower_password}",
+            "--max-tasks=10000",
+            "--persistent=False",
+        ]
+    )
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox.server import Faults, serve
+
+    serve(
+        args.host,
+        args.port,
+        Faults(
+            latency_ms=args.latency_ms,
+            rate_429=args.rate_429,
+            retry_after_s=args.retry_after_s,
+            rate_503=args.rate_503,
+            rate_lost=args.rate_lost,
+            seed=args.seed,
+        ),
+    )
+    return 0
+
+
+def _emit(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(payload))
+    else:
+        for key, value in payload.items():
+            print(f"{key}: {value}")
+
+
+def _cmd_tenants_create(args: argparse.Namespace) -> int:
+    from shared.db import transaction
+    from shared.settings import get_settings
+    from shared.tenants import create_tenant
+
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    with transaction() as tx:
+        tenant = create_tenant(
+            tx.session, args.name, platforms, sandbox_url=get_settings().sandbox_url, env=args.env
+        )
+    _emit(
+        {
+            "organizationId": tenant.organization_id,
+            "projectId": tenant.project_id,
+            "apiKey": tenant.key.token,
+            "socialAccounts": [
+                {"id": a.id, "platform": a.platform} for a in tenant.social_accounts
+            ],
+        },
+        args.json,
+    )
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from shared.db import transaction
+    from shared.errors import NotFound
+    from shared.keys import create_key
+    from shared.models import Organization
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    with transaction() as tx:
+        if tx.session.get(Organization, args.org) is None:
+            raise NotFound(f"no organization {args.org}")
+        key = create_key(tx.session, args.org, scopes, env=args.env, name=args.name)
+    _emit(
+        {
+            "id": key.id,
+            "organizationId": key.organization_id,
+            "apiKey": key.token,
+            "scopes": key.scopes,
+            "env": key.env,
+        },
+        args.json,
+    )
+    return 0
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from shared.clock import utcnow
+    from shared.db import transaction
+    from shared.errors import NotFound
+    from shared.keys import revoke_key
+
+    with transaction() as tx:
+        if not revoke_key(tx.session, args.key_id, now=utcnow()):
+            raise NotFound(f"no active key {args.key_id}")
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+ROLES = ("sandbox", "api", "worker", "beat", "flower")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Migrate, then start every role as a child process and print where each listens."""
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    if _cmd_migrate(args) != 0:
+        return 1
+    me = [sys.executable, "-m", "cli"]
+    sandbox_port = int(settings.sandbox_url.rsplit(":", 1)[-1].split("/")[0])
+    commands = {
+        "sandbox": [*me, "sandbox", "--port", str(sandbox_port)],
+        "api": [*me, "api", "--host", args.host, "--port", str(args.port)],
+        "worker": [*me, "worker", "--concurrency", str(args.concurrency)],
+        "beat": [*me, "beat"],
+        "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
+    }
+    children = {role: subprocess.Popen(cmd) for role, cmd in commands.items()}
+    print(
+        "\npublisher is up:\n"
+        f"  api      http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs)\n"
+        f"  flower   http://{args.host}:{args.flower_port}  (user {settings.flower_user})\n"
+        f"  sandbox  {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
+        f"  worker   concurrency {args.concurrency}, broker {settings.redis_url}\n"
+        f"  beat     dispatcher tick every {settings.dispatch_interval_s:g}s\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while not stopping:
+        for role, proc in children.items():
+            if proc.poll() is not None:
+                print(f"{role} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
+                stopping, code = True, 1
+        time.sleep(0.5)
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for proc in children.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its flags."""
+    parser = argparse.ArgumentParser(prog="publisher", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="create the database if missing and apply migrations")
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1)
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=4)
+    worker.add_argument(
+        "--name", default=None, help="Celery node name (default publisher-PID@host)"
+    )
+
+    sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
+
+    flower = sub.add_parser("flower", help="run Flower, with basic auth from the environment")
+    flower.add_argument("--host", default="127.0.0.1")
+    flower.add_argument("--port", type=int, default=5555)
+
+    sandbox = sub.add_parser("sandbox", help="run the sandbox platform server")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8900)
+    sandbox.add_argument("--latency-ms", type=float, default=0.0)
+    sandbox.add_argument("--rate-429", type=float, default=0.0)
+    sandbox.add_argument("--retry-after-s", type=float, default=1.0)
+    sandbox.add_argument("--rate-503", type=float, default=0.0)
+    sandbox.add_argument("--rate-lost", type=float, default=0.0)
+    sandbox.add_argument("--seed", type=int, default=None)
+
+    run = sub.add_parser("run", help="migrate, then start sandbox, api, worker, beat and flower")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--flower-port", type=int, default=5555)
+    run.add_argument("--concurrency", type=int, default=4)
+
+    tenants = sub.add_parser("tenants", help="organizations").add_subparsers(
+        dest="action", required=True
+    )
+    create = tenants.add_parser("create", help="organization, project, accounts and a full key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--platforms", default="tiktok,instagram")
+    create.add_argument("--env", choices=["live", "test"], default="live")
+    create.add_argument("--json", action="store_true")
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    kc = keys.add_parser("create", help="a key with the given scopes")
+    kc.add_argument("--org", required=True)
+    kc.add_argument(
+        "--scopes", required=True, help="comma-separated, e.g. publish:read,publish:write"
+    )
+    kc.add_argument("--env", choices=["live", "test"], default="live")
+    kc.add_argument("--name", default="")
+    kc.add_argument("--json", action="store_true")
+    kr = keys.add_parser("revoke", help="revoke a key at once")
+    kr.add_argument("key_id")
+    return parser
+
+
+HANDLERS = {
+    ("migrate", None): _cmd_migrate,
+    ("api", None): _cmd_api,
+    ("worker", None): _cmd_worker,
+    ("beat", None): _cmd_beat,
+    ("flower", None): _cmd_flower,
+    ("sandbox", None): _cmd_sandbox,
+    ("run", None): _cmd_run,
+    ("tenants", "create"): _cmd_tenants_create,
+    ("keys", "create"): _cmd_keys_create,
+    ("keys", "revoke"): _cmd_keys_revoke,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `publisher` script."""
+    args = build_parser().parse_args(argv)
+    handler = HANDLERS[(args.command, getattr(args, "action", None))]
+    try:
+        return handler(args)
+    except PublisherError as exc:
+        print(f"publisher: {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"publisher: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

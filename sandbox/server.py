@@ -1,0 +1,395 @@
+"""Sandbox platform server: a stand-in for TikTok/Instagram in development and tests.
+
+It answers like a real platform (latency, 429s, 5xx, lost responses, permanent rejections)
+and keeps an in-memory ledger of every post it actually created, so tests can assert on
+what the platform *received* rather than on what the caller *believes* happened.
+"""
+
+import asyncio
+import dataclasses
+import math
+import random
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import uvicorn
+from fastapi import FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+MAX_CAPTION_CHARS = 2200
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+Platform = Literal["tiktok", "instagram"]
+Mode = Literal["publish", "draft"]
+
+_RATE_FIELDS = ("rate_429", "rate_503", "rate_lost", "rate_400")
+_NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s")
+_ID_PREFIX: dict[str, str] = {"tiktok": "tt_", "instagram": "ig_"}
+
+
+@dataclass
+class Faults:
+    """Fault-injection knobs; every rate is an independent probability per request."""
+
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
+    rate_503: float = 0.0
+    rate_lost: float = 0.0
+    rate_400: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the simulation meaningless."""
+        for name in (*_RATE_FIELDS, *_NON_NEGATIVE_FIELDS):
+            # Normalise ints (and numeric strings) so later float-only calls and the JSON
+            # shape of GET /faults don't depend on how the caller spelled the number.
+            setattr(self, name, float(getattr(self, name)))
+        for name in _RATE_FIELDS:
+            value = getattr(self, name)
+            # Written as a positive range check so that NaN fails it too.
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        for name in _NON_NEGATIVE_FIELDS:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StoredPost:
+    """A post the sandbox platform created, as recorded in the ledger."""
+
+    idempotency_key: str
+    external_id: str
+    external_url: str
+    platform: str
+    mode: str
+    account_id: str
+    received_at: str
+
+    def to_json(self) -> dict[str, str]:
+        """Render the body returned by POST/GET /v1/posts."""
+        return {
+            "idempotencyKey": self.idempotency_key,
+            "externalId": self.external_id,
+            "externalUrl": self.external_url,
+            "platform": self.platform,
+            "mode": self.mode,
+            "accountId": self.account_id,
+            "receivedAt": self.received_at,
+        }
+
+    def to_ledger_json(self) -> dict[str, str]:
+        """Render the entry shown by GET /ledger."""
+        return {
+            "idempotencyKey": self.idempotency_key,
+            "externalId": self.external_id,
+            "platform": self.platform,
+            "mode": self.mode,
+            "receivedAt": self.received_at,
+            "accountId": self.account_id,
+        }
+
+
+class Ledger:
+    """Thread-safe in-memory store of created posts (by idempotency key) and a request count."""
+
+    def __init__(self) -> None:
+        """Start with an empty ledger."""
+        self._lock = threading.Lock()
+        # dicts keep insertion order, which gives us creation order for GET /ledger for free.
+        self._posts: dict[str, StoredPost] = {}
+        self._requests = 0
+
+    def count_request(self) -> int:
+        """Record one POST /v1/posts and return the new total."""
+        with self._lock:
+            self._requests += 1
+            return self._requests
+
+    @property
+    def requests(self) -> int:
+        """Number of POST /v1/posts requests that reached the handler."""
+        with self._lock:
+            return self._requests
+
+    def get(self, idempotency_key: str) -> StoredPost | None:
+        """Return the post stored under a key, if any."""
+        with self._lock:
+            return self._posts.get(idempotency_key)
+
+    def insert_if_absent(self, post: StoredPost) -> tuple[StoredPost, bool]:
+        """Store the post unless its key is taken; return (stored post, created)."""
+        # Check and insert under one lock acquisition: this is the exactly-once guarantee.
+        with self._lock:
+            existing = self._posts.get(post.idempotency_key)
+            if existing is not None:
+                return existing, False
+            self._posts[post.idempotency_key] = post
+            return post, True
+
+    def posts(self) -> list[StoredPost]:
+        """All stored posts in creation order."""
+        with self._lock:
+            return list(self._posts.values())
+
+    def snapshot(self) -> tuple[list[StoredPost], int]:
+        """Posts and request count read atomically with respect to each other."""
+        with self._lock:
+            return list(self._posts.values()), self._requests
+
+    def reset(self) -> None:
+        """Forget all posts and zero the request counter."""
+        with self._lock:
+            self._posts.clear()
+            self._requests = 0
+
+
+class MediaItem(BaseModel):
+    """One media attachment of a post."""
+
+    url: str = Field(min_length=1)
+    type: str | None = None
+
+
+class PostRequest(BaseModel):
+    """Body of POST /v1/posts."""
+
+    account_id: str = Field(alias="accountId", min_length=1)
+    platform: Platform
+    mode: Mode
+    caption: str
+    media: list[MediaItem]
+    first_comment: str | None = Field(default=None, alias="firstComment")
+
+
+class FaultsUpdate(BaseModel):
+    """Body of PUT /faults; only the fields actually sent are applied."""
+
+    # A typo in a knob name must fail loudly, otherwise a test silently runs fault-free.
+    model_config = ConfigDict(extra="forbid")
+
+    # Non-optional types so an explicit null is rejected; defaults are never applied
+    # because the handler only reads fields the client set.
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    rate_429: float = 0.0
+    retry_after_s: float = 1.0
+    rate_503: float = 0.0
+    rate_lost: float = 0.0
+    rate_400: float = 0.0
+    seed: int | None = None
+
+
+def _error(
+    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code,
+        content={"error": {"code": code, "message": message}},
+        headers=headers,
+    )
+
+
+def _format_seconds(value: float) -> str:
+    if value.is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _utc_now_iso() -> str:
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _external_url(platform: str, account_id: str, external_id: str) -> str:
+    if platform == "tiktok":
+        return f"https://sandbox.tiktok.example/@{quote(account_id, safe='')}/video/{external_id}"
+    return f"https://sandbox.instagram.example/p/{external_id}"
+
+
+def _platform_rule_violation(body: PostRequest) -> tuple[str, str] | None:
+    if len(body.caption) > MAX_CAPTION_CHARS:
+        return (
+            "caption_too_long",
+            f"caption has {len(body.caption)} characters, the limit is {MAX_CAPTION_CHARS}",
+        )
+    if not body.media:
+        return "media_required", "at least one media item is required"
+    return None
+
+
+def _describe_validation_error(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        location = ".".join(str(part) for part in err.get("loc", ()))
+        parts.append(f"{location}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(faults: Faults | None = None) -> FastAPI:
+    """Build a fresh sandbox app with its own Ledger, Faults and RNG."""
+    live_faults = dataclasses.replace(faults) if faults is not None else Faults()
+    ledger = Ledger()
+    # All fault and jitter draws come from this one RNG so a seeded, sequential client sees a
+    # reproducible fault pattern. External ids use `secrets` instead so they never collide
+    # across restarts that reuse a seed.
+    rng = random.Random(live_faults.seed)
+
+    app = FastAPI(title="Sandbox platform", version="1")
+    # These objects are only ever mutated in place, so references held by tests stay live.
+    app.state.ledger = ledger
+    app.state.faults = live_faults
+    app.state.rng = rng
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Real platforms answer malformed requests with 400, not FastAPI's 422.
+        return _error(400, "invalid_request", _describe_validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Keep one error envelope for every response, including unknown routes and methods.
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return _error(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    async def _simulate_latency() -> None:
+        delay_ms = live_faults.latency_ms + rng.random() * live_faults.latency_jitter_ms
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000.0)
+
+    @app.post("/v1/posts", status_code=201)
+    async def create_post(
+        body: PostRequest,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> JSONResponse:
+        """Create a post exactly once per idempotency key, subject to injected faults."""
+        ledger.count_request()
+        await _simulate_latency()
+
+        if (
+            idempotency_key is None
+            or not idempotency_key.strip()
+            or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS
+        ):
+            return _error(
+                400,
+                "missing_idempotency_key",
+                f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_CHARS} characters)",
+            )
+
+        # Always draw both so the fault sequence for a given seed doesn't depend on which
+        # rates happen to be non-zero.
+        draw_429 = rng.random()
+        draw_503 = rng.random()
+        if draw_429 < live_faults.rate_429:
+            retry_after = _format_seconds(live_faults.retry_after_s)
+            return _error(
+                429,
+                "rate_limited",
+                f"rate limit exceeded, retry after {retry_after}s",
+                headers={"Retry-After": retry_after},
+            )
+        if draw_503 < live_faults.rate_503:
+            return _error(503, "unavailable", "platform temporarily unavailable")
+
+        # From here to insert_if_absent there must be no await: the event loop can't
+        # interleave another request for the same key in between.
+        existing = ledger.get(idempotency_key)
+        if existing is not None:
+            return JSONResponse(status_code=200, content=existing.to_json())
+
+        violation = _platform_rule_violation(body)
+        if violation is not None:
+            return _error(400, *violation)
+        if rng.random() < live_faults.rate_400:
+            return _error(400, "rejected_by_platform", "the platform rejected this post")
+
+        external_id = _ID_PREFIX[body.platform] + secrets.token_hex(8)
+        candidate = StoredPost(
+            idempotency_key=idempotency_key,
+            external_id=external_id,
+            external_url=_external_url(body.platform, body.account_id, external_id),
+            platform=body.platform,
+            mode=body.mode,
+            account_id=body.account_id,
+            received_at=_utc_now_iso(),
+        )
+        stored, created = ledger.insert_if_absent(candidate)
+        if not created:
+            # Only reachable when the ledger is shared across threads; still a replay.
+            return JSONResponse(status_code=200, content=stored.to_json())
+
+        if rng.random() < live_faults.rate_lost:
+            return _error(
+                502, "bad_gateway", "upstream connection reset before the response was sent"
+            )
+        return JSONResponse(status_code=201, content=stored.to_json())
+
+    # `:path` so keys containing an (encoded) slash still route here.
+    @app.get("/v1/posts/{idempotency_key:path}")
+    async def get_post(idempotency_key: str) -> JSONResponse:
+        """Look up a post by idempotency key; only latency applies, never failure faults."""
+        await _simulate_latency()
+        post = ledger.get(idempotency_key)
+        if post is None:
+            return _error(404, "not_found", "no post with this idempotency key")
+        return JSONResponse(status_code=200, content=post.to_json())
+
+    @app.get("/ledger")
+    async def get_ledger() -> dict[str, Any]:
+        """Everything the platform created, in creation order, plus the POST request count."""
+        posts, requests = ledger.snapshot()
+        return {"posts": [post.to_ledger_json() for post in posts], "requests": requests}
+
+    @app.post("/ledger/reset", status_code=204)
+    async def reset_ledger() -> Response:
+        """Clear posts and the request counter."""
+        ledger.reset()
+        return Response(status_code=204)
+
+    @app.get("/faults")
+    async def get_faults() -> dict[str, Any]:
+        """The fault configuration currently in effect."""
+        return dataclasses.asdict(live_faults)
+
+    @app.put("/faults")
+    async def put_faults(update: FaultsUpdate) -> JSONResponse:
+        """Change any subset of the fault knobs at runtime; reseed the RNG if seed is given."""
+        changes = update.model_dump(exclude_unset=True)
+        try:
+            # Validate the merged result first so a bad value leaves the live config untouched.
+            merged = dataclasses.replace(live_faults, **changes)
+        except ValueError as exc:
+            return _error(400, "invalid_request", str(exc))
+        for field in dataclasses.fields(Faults):
+            setattr(live_faults, field.name, getattr(merged, field.name))
+        if "seed" in changes:
+            rng.seed(live_faults.seed)
+        return JSONResponse(status_code=200, content=dataclasses.asdict(live_faults))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness probe."""
+        return {"status": "ok"}
+
+    return app
+
+
+def serve(host: str, port: int, faults: Faults) -> None:
+    """Run the sandbox platform with uvicorn in this process until interrupted."""
+    uvicorn.run(create_app(faults), host=host, port=port, log_level="warning")

@@ -1,0 +1,86 @@
+"""Projects, content containers and social accounts, always scoped to one organization."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.orm import Session
+
+from shared import ids
+from shared.errors import NotFound
+from shared.models import ContentContainer, Project, SocialAccount
+
+_VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm")
+
+
+def get_project(session: Session, organization_id: str, project_id: str) -> Project:
+    """The project in this organization, or NotFound."""
+    if ids.is_valid(project_id, ids.PROJECT):
+        project = session.get(Project, project_id)
+        if project is not None and project.organization_id == organization_id:
+            return project
+    raise NotFound("Project not found")
+
+
+def get_container(session: Session, organization_id: str, container_id: str) -> ContentContainer:
+    """The content container in this organization, or NotFound."""
+    if ids.is_valid(container_id, ids.CONTAINER):
+        container = session.get(ContentContainer, container_id)
+        if container is not None and container.organization_id == organization_id:
+            return container
+    raise NotFound("Content container not found")
+
+
+def media_type(url: str, declared: str | None) -> str:
+    """The declared media type, else a guess from the URL's suffix."""
+    if declared:
+        return declared
+    path = url.split("?", 1)[0].lower()
+    return "video" if path.endswith(_VIDEO_SUFFIXES) else "image"
+
+
+def create_container(
+    session: Session,
+    project: Project,
+    caption: str,
+    media: list[tuple[str, str | None]],
+    *,
+    now: datetime,
+) -> ContentContainer:
+    """Store caption and media references as a `completed` container."""
+    container = ContentContainer(
+        id=ids.new_id(ids.CONTAINER),
+        organization_id=project.organization_id,
+        project_id=project.id,
+        status="completed",
+        caption=caption,
+        media=[{"url": url, "type": media_type(url, kind)} for url, kind in media],
+        created_at=now,
+    )
+    session.add(container)
+    session.flush()
+    return container
+
+
+def accounts_query(
+    organization_id: str, project_id: str, platform: str | None, after: tuple[datetime, str] | None
+) -> Select[SocialAccount]:
+    """A project's social accounts, oldest first, keyset-paginated on (created_at, id)."""
+    q = select(SocialAccount).where(
+        SocialAccount.organization_id == organization_id, SocialAccount.project_id == project_id
+    )
+    if platform is not None:
+        q = q.where(SocialAccount.platform == platform)
+    if after is not None:
+        q = q.where(tuple_(SocialAccount.created_at, SocialAccount.id) > tuple_(after[0], after[1]))
+    return q.order_by(SocialAccount.created_at, SocialAccount.id)
+
+
+def payload_source(session: Session, post_container_id: str) -> dict[str, Any]:
+    """The container fields a platform upload needs."""
+    container = session.get(ContentContainer, post_container_id)
+    if container is None:
+        raise NotFound("Content container not found")
+    return {"caption": container.caption, "media": container.media}

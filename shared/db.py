@@ -1,0 +1,117 @@
+"""One engine per process and the unit of work every edge (request, task) opens."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+_engine: Engine | None = None
+_sessions: sessionmaker[Session] | None = None
+
+
+def init_engine(
+    application_name: str, *, pool_size: int | None = None, url: str | None = None
+) -> Engine:
+    """Create this process's engine; `application_name` shows in pg_stat_activity."""
+    global _engine, _sessions  # noqa: PLW0603 - one engine per process, by design
+    settings = get_settings()
+    if _engine is not None:
+        _engine.dispose()
+    _engine = create_engine(
+        url or settings.database_url,
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        # A connection killed server-side costs a reconnect, not a failed request.
+        pool_pre_ping=True,
+        pool_timeout=10,
+        connect_args={
+            "application_name": application_name,
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"
+            " -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000",
+        },
+    )
+    _sessions = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def engine() -> Engine:
+    """This process's engine, created on first use with a generic name."""
+    if _engine is None:
+        init_engine("publisher")
+    assert _engine is not None
+    return _engine
+
+
+def new_session() -> Session:
+    """A session on this process's engine; the caller closes it."""
+    if _sessions is None:
+        init_engine("publisher")
+    assert _sessions is not None
+    return _sessions()
+
+
+@dataclass
+class Tx:
+    """A session plus the side effects (task sends, revokes) owed once it commits."""
+
+    session: Session
+    _after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` only once the transaction has committed; never before, never on rollback."""
+        self._after_commit.append(fn)
+
+
+@contextmanager
+def transaction() -> Iterator[Tx]:
+    """One short transaction: commit on success, roll back on error, then run after-commit work."""
+    session = new_session()
+    tx = Tx(session)
+    try:
+        yield tx
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    for fn in tx._after_commit:
+        try:
+            fn()
+        except Exception:
+            # Broker side effects are courtesies: the dispatcher re-sends what a failed send
+            # missed, and the fencing token disarms what a failed revoke left behind.
+            log.exception("after-commit action failed")
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it does not exist; True when it was created."""
+    target = make_url(url)
+    name = target.database
+    if not name:
+        raise ValueError("DATABASE_URL names no database")
+    admin = create_engine(
+        target.set(database="postgres"), isolation_level="AUTOCOMMIT", pool_size=1
+    )
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).scalar()
+            if exists:
+                return False
+            quoted = conn.dialect.identifier_preparer.quote(name)
+            conn.execute(text(f"CREATE DATABASE {quoted}"))
+            return True
+    finally:
+        admin.dispose()

@@ -1,0 +1,113 @@
+"""API keys: `lp_<env>_<keyId>_<secret>`, only a hash of the secret stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session
+
+from shared.errors import Unauthenticated, Validation
+from shared.models import ApiKey
+
+SCOPES: Final = frozenset(
+    {"publish:read", "publish:write", "content:read", "content:write", "social:read", "*"}
+)
+ENVS: Final = frozenset({"live", "test"})
+# `last_used_at` moves at most once a minute per key, so reads cost no write each.
+LAST_USED_RESOLUTION: Final = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key; `token` is shown once and never stored."""
+
+    id: str
+    token: str
+    organization_id: str
+    scopes: list[str]
+    env: str
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def create_key(
+    session: Session, organization_id: str, scopes: list[str], *, env: str = "live", name: str = ""
+) -> IssuedKey:
+    """Create a key for the organization with exactly these scopes."""
+    bad = sorted(set(scopes) - SCOPES)
+    if bad or not scopes:
+        raise Validation.at("scopes", f"Unknown or empty scopes: {', '.join(bad) or '(none)'}")
+    if env not in ENVS:
+        raise Validation.at("env", "env must be live or test")
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_hex(24)  # 192 bits
+    session.add(
+        ApiKey(
+            id=key_id,
+            organization_id=organization_id,
+            env=env,
+            secret_hash=_hash(secret),
+            scopes=sorted(set(scopes)),
+            name=name,
+        )
+    )
+    return IssuedKey(
+        key_id, f"lp_{env}_{key_id}_{secret}", organization_id, sorted(set(scopes)), env
+    )
+
+
+def parse_token(token: str) -> tuple[str, str, str]:
+    """(env, key id, secret) from `lp_<env>_<keyId>_<secret>`, or Unauthenticated."""
+    parts = token.split("_")
+    if len(parts) != 4 or parts[0] != "lp" or parts[1] not in ENVS or not parts[2] or not parts[3]:
+        raise Unauthenticated("Malformed API key")
+    return parts[1], parts[2], parts[3]
+
+
+def authenticate(session: Session, token: str, *, now: datetime) -> ApiKey:
+    """The live key behind `token`; every failure looks the same to the caller."""
+    env, key_id, secret = parse_token(token)
+    key = session.get(ApiKey, key_id) if len(key_id) <= 64 else None
+    # Hash even for unknown ids so the timing does not tell which ids exist.
+    presented = _hash(secret)
+    expected = key.secret_hash if key is not None else b"\0" * 32
+    if key is None or not hmac.compare_digest(presented, expected) or key.env != env:
+        raise Unauthenticated("Invalid API key")
+    if key.revoked_at is not None:
+        raise Unauthenticated("Invalid API key")
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key.id,
+                or_(
+                    ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_RESOLUTION
+                ),
+            )
+            .values(last_used_at=now)
+        )
+    return key
+
+
+def has_scope(scopes: Collection[str], scope: str) -> bool:
+    """Deny by default: the exact scope, or `*`."""
+    return "*" in scopes or scope in scopes
+
+
+def revoke_key(session: Session, key_id: str, *, now: datetime) -> bool:
+    """Revoke at once; False if no such key (or already revoked)."""
+    result = session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,217 @@
+"""SQLAlchemy models: the whole schema, PostgreSQL being the only source of truth."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Platform(enum.StrEnum):
+    TIKTOK = "tiktok"
+    INSTAGRAM = "instagram"
+
+
+class Mode(enum.StrEnum):
+    PUBLISH = "publish"
+    DRAFT = "draft"
+
+
+class PostStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    DRAFT = "draft"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+TERMINAL = frozenset(
+    {PostStatus.PUBLISHED, PostStatus.DRAFT, PostStatus.FAILED, PostStatus.CANCELED}
+)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("env IN ('live', 'test')", name="env"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    env: Mapped[str] = mapped_column(String(8))
+    # SHA-256 of the secret; the secret itself is shown once and never stored.
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = _now()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SocialAccount(Base):
+    __tablename__ = "social_accounts"
+    __table_args__ = (
+        CheckConstraint("platform IN ('tiktok', 'instagram')", name="platform"),
+        Index("ix_social_accounts_project_created", "project_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    platform: Mapped[str] = mapped_column(String(16))
+    handle: Mapped[str] = mapped_column(String(200))
+    # Which adapter uploads for this account, and where it posts.
+    adapter: Mapped[str] = mapped_column(String(32), default="sandbox")
+    base_url: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = _now()
+
+
+class ContentContainer(Base):
+    __tablename__ = "content_containers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="completed")
+    caption: Mapped[str] = mapped_column(Text)
+    media: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class ScheduledPost(Base):
+    __tablename__ = "scheduled_posts"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'publishing', 'published', 'draft', 'failed', 'canceled')",
+            name="status",
+        ),
+        CheckConstraint("mode IN ('publish', 'draft')", name="mode"),
+        # The list endpoint: newest scheduledFor first within a project.
+        Index("ix_scheduled_posts_project_sched", "project_id", "scheduled_for", "id"),
+        # The dispatcher scans only queued rows by time; this index stays small.
+        Index(
+            "ix_scheduled_posts_queued_due",
+            "scheduled_for",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        # The reaper scans only publishing rows by lease.
+        Index(
+            "ix_scheduled_posts_publishing_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'publishing'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    container_id: Mapped[str] = mapped_column(ForeignKey("content_containers.id"))
+    social_account_id: Mapped[str] = mapped_column(ForeignKey("social_accounts.id"))
+    platform: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    caption_override: Mapped[str | None] = mapped_column(Text)
+    first_comment_override: Mapped[str | None] = mapped_column(Text)
+
+    attempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    upload_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    external_url: Mapped[str | None] = mapped_column(String(1000))
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+    # Fencing token: bumped by every reschedule, cancel and re-dispatch. A task carries the
+    # token it was sent with and does nothing once the row's token has moved on.
+    dispatch_version: Mapped[int] = mapped_column(Integer, default=1)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class AuditLog(Base):
+    """Append-only: rows are inserted, never updated or deleted."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_target", "target_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    actor_key_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class IdempotencyRecord(Base):
+    """A successful mutating POST's response, replayed for the same key and body for 24 h."""
+
+    __tablename__ = "idempotency_keys"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()

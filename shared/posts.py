@@ -1,0 +1,471 @@
+"""Scheduled posts: the state machine and every transition on it.
+
+Each transition takes the row lock (`SELECT ... FOR UPDATE`), checks the current state, writes
+the new one, and leaves the commit to the caller's unit of work: one short transaction, never
+held open across a platform call.
+
+    queued --claim--> publishing --upload ok--> published | draft
+       |                 |   '--permanent error / outcome unknown--> failed
+       '--cancel--> canceled <--cancel (only before the upload starts)
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from shared import ids
+from shared.errors import Conflict, NotFound, Validation
+from shared.models import (
+    AuditLog,
+    ContentContainer,
+    Mode,
+    PostStatus,
+    ScheduledPost,
+    SocialAccount,
+)
+
+# An ETA task may fire a hair early (clock granularity, broker timers); never by more than this.
+EARLY_TOLERANCE = timedelta(milliseconds=50)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of a schedule request, already shape-checked by the edge."""
+
+    social_account_id: str
+    mode: Mode = Mode.PUBLISH
+    scheduled_post_id: str | None = None
+    caption_override: str | None = None
+    first_comment_override: str | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked: the API key and request, for the audit log."""
+
+    organization_id: str
+    key_id: str | None
+    request_id: str | None
+
+
+def _audit(
+    session: Session,
+    actor: Actor,
+    action: str,
+    post: ScheduledPost,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditLog(
+            organization_id=actor.organization_id,
+            actor_key_id=actor.key_id,
+            action=action,
+            target_type="scheduled_post",
+            target_id=post.id,
+            reason=reason,
+            request_id=actor.request_id,
+            details=details,
+        )
+    )
+
+
+def get_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
+    """The post in this organization, or NotFound (a foreign id looks like a missing one)."""
+    if ids.is_valid(post_id, ids.SCHEDULED_POST):
+        post = session.get(ScheduledPost, post_id)
+        if post is not None and post.organization_id == organization_id:
+            return post
+    raise NotFound("Scheduled post not found")
+
+
+def _lock_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
+    if ids.is_valid(post_id, ids.SCHEDULED_POST):
+        post = session.scalars(
+            select(ScheduledPost)
+            .where(ScheduledPost.id == post_id, ScheduledPost.organization_id == organization_id)
+            .with_for_update()
+        ).one_or_none()
+        if post is not None:
+            return post
+    raise NotFound("Scheduled post not found")
+
+
+def schedule(
+    session: Session,
+    actor: Actor,
+    container: ContentContainer,
+    scheduled_for: datetime,
+    targets: list[Target],
+    *,
+    now: datetime,
+    task_id_for_now: bool = False,
+) -> list[ScheduledPost]:
+    """Create one `queued` post per target, all or nothing.
+
+    With `task_id_for_now` (publish-now) each post gets its task id at once, so the caller can
+    send its ETA task right after commit instead of waiting for the dispatcher.
+    """
+    issues: list[dict[str, str]] = []
+    account_ids = [t.social_account_id for t in targets]
+    accounts = {
+        a.id: a
+        for a in session.scalars(
+            select(SocialAccount).where(
+                SocialAccount.id.in_(
+                    [i for i in account_ids if ids.is_valid(i, ids.SOCIAL_ACCOUNT)]
+                ),
+                SocialAccount.organization_id == actor.organization_id,
+                SocialAccount.project_id == container.project_id,
+            )
+        )
+    }
+    wanted_ids = [t.scheduled_post_id for t in targets if t.scheduled_post_id]
+    taken = set(
+        session.scalars(select(ScheduledPost.id).where(ScheduledPost.id.in_(wanted_ids)))
+        if wanted_ids
+        else []
+    )
+    seen_accounts: set[str] = set()
+    seen_ids: set[str] = set()
+    for i, t in enumerate(targets):
+        path = f"targets[{i}]"
+        if t.social_account_id not in accounts:
+            issues.append(
+                {
+                    "path": f"{path}.socialAccountId",
+                    "message": "No such social account in this content's project",
+                }
+            )
+        elif t.social_account_id in seen_accounts:
+            issues.append(
+                {"path": f"{path}.socialAccountId", "message": "Social account is listed twice"}
+            )
+        seen_accounts.add(t.social_account_id)
+        if t.scheduled_post_id is not None:
+            if not ids.is_valid(t.scheduled_post_id, ids.SCHEDULED_POST):
+                issues.append(
+                    {"path": f"{path}.scheduledPostId", "message": "Must be sp_ followed by a UUID"}
+                )
+            elif t.scheduled_post_id in taken or t.scheduled_post_id in seen_ids:
+                issues.append(
+                    {"path": f"{path}.scheduledPostId", "message": "This id is already in use"}
+                )
+            seen_ids.add(t.scheduled_post_id)
+    if issues:
+        raise Validation(issues)
+
+    posts = []
+    for t in targets:
+        account = accounts[t.social_account_id]
+        post = ScheduledPost(
+            id=t.scheduled_post_id or ids.new_id(ids.SCHEDULED_POST),
+            organization_id=actor.organization_id,
+            project_id=container.project_id,
+            container_id=container.id,
+            social_account_id=account.id,
+            platform=account.platform,
+            mode=t.mode.value,
+            status=PostStatus.QUEUED.value,
+            scheduled_for=scheduled_for,
+            caption_override=t.caption_override,
+            first_comment_override=t.first_comment_override,
+            dispatch_version=1,
+            task_id=str(uuid.uuid4()) if task_id_for_now else None,
+            dispatched_at=now if task_id_for_now else None,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(post)
+        posts.append(post)
+    session.flush()
+    for post in posts:
+        _audit(
+            session,
+            actor,
+            "scheduled_post.schedule",
+            post,
+            details={"scheduledFor": scheduled_for.isoformat()},
+        )
+    return posts
+
+
+@dataclass(frozen=True)
+class Canceled:
+    post: ScheduledPost
+    revoke_task_id: str | None
+
+
+def cancel(
+    session: Session, actor: Actor, post_id: str, reason: str | None, *, now: datetime
+) -> Canceled:
+    """Cancel under the row lock: wins before the upload starts, else Conflict.
+
+    `queued`, or `publishing` without `upload_started_at` -> `canceled` with a new fencing
+    token, so any task still in flight does nothing. The caller revokes the old task after
+    commit, as a courtesy.
+    """
+    post = _lock_post(session, actor.organization_id, post_id)
+    cancellable = post.status == PostStatus.QUEUED or (
+        post.status == PostStatus.PUBLISHING and post.upload_started_at is None
+    )
+    if not cancellable:
+        if post.status == PostStatus.PUBLISHING:
+            raise Conflict(
+                "The platform upload has started; the post will complete",
+                {"status": post.status},
+            )
+        raise Conflict(f"Scheduled post is already {post.status}", {"status": post.status})
+    old_task = post.task_id
+    post.status = PostStatus.CANCELED.value
+    post.canceled_at = now
+    post.cancel_reason = reason
+    post.dispatch_version += 1
+    post.task_id = None
+    post.owner = None
+    post.lease_expires_at = None
+    post.updated_at = now
+    _audit(session, actor, "scheduled_post.cancel", post, reason=reason)
+    return Canceled(post, old_task)
+
+
+@dataclass(frozen=True)
+class Rescheduled:
+    post: ScheduledPost
+    revoke_task_id: str | None
+
+
+def reschedule(
+    session: Session, actor: Actor, post_id: str, scheduled_for: datetime, *, now: datetime
+) -> Rescheduled:
+    """Move a `queued` post to a new time; its old task is disarmed by the new token."""
+    post = _lock_post(session, actor.organization_id, post_id)
+    if post.status != PostStatus.QUEUED:
+        raise Conflict(
+            f"Only queued posts can be rescheduled; this one is {post.status}",
+            {"status": post.status},
+        )
+    old_task = post.task_id
+    previous = post.scheduled_for
+    post.scheduled_for = scheduled_for
+    post.dispatch_version += 1
+    post.task_id = None
+    post.dispatched_at = None
+    post.updated_at = now
+    _audit(
+        session,
+        actor,
+        "scheduled_post.reschedule",
+        post,
+        details={"from": previous.isoformat(), "to": scheduled_for.isoformat()},
+    )
+    return Rescheduled(post, old_task)
+
+
+# --- the worker's side -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One publish task to send after commit."""
+
+    post_id: str
+    token: int
+    task_id: str
+    eta: datetime
+
+
+def dispatch_due(
+    session: Session, *, now: datetime, horizon: timedelta, grace: timedelta, limit: int
+) -> list[Dispatch]:
+    """Give a task to each `queued` post due within the horizon that has no live task.
+
+    A post whose task should have run by now but never claimed it (the message was lost with
+    Redis) gets a new token and a new task; the lost one, should it surface, does nothing.
+    """
+    rows = session.scalars(
+        select(ScheduledPost)
+        .where(
+            ScheduledPost.status == PostStatus.QUEUED,
+            ScheduledPost.scheduled_for <= now + horizon,
+            or_(
+                ScheduledPost.task_id.is_(None),
+                and_(
+                    ScheduledPost.scheduled_for < now - grace,
+                    ScheduledPost.dispatched_at < now - grace,
+                ),
+            ),
+        )
+        .order_by(ScheduledPost.scheduled_for)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    out = []
+    for post in rows:
+        if post.task_id is not None:
+            post.dispatch_version += 1
+        post.task_id = str(uuid.uuid4())
+        post.dispatched_at = now
+        post.updated_at = now
+        out.append(Dispatch(post.id, post.dispatch_version, post.task_id, post.scheduled_for))
+    return out
+
+
+class ClaimResult(StrEnum):
+    CLAIMED = "claimed"
+    STALE = "stale"  # canceled, rescheduled, re-dispatched or already done
+    EARLY = "early"
+
+
+@dataclass(frozen=True)
+class Claim:
+    result: ClaimResult
+    post: ScheduledPost | None = None
+    wait: timedelta = timedelta(0)
+
+
+def _lock_for_worker(session: Session, post_id: str) -> ScheduledPost | None:
+    return session.scalars(
+        select(ScheduledPost).where(ScheduledPost.id == post_id).with_for_update()
+    ).one_or_none()
+
+
+def claim(
+    session: Session, post_id: str, token: int, owner: str, *, now: datetime, lease: timedelta
+) -> Claim:
+    """Take a `queued` post for this task: `publishing`, with an owner and a lease."""
+    post = _lock_for_worker(session, post_id)
+    if post is None or post.status != PostStatus.QUEUED or post.dispatch_version != token:
+        return Claim(ClaimResult.STALE)
+    if post.scheduled_for - now > EARLY_TOLERANCE:
+        return Claim(ClaimResult.EARLY, wait=post.scheduled_for - now)
+    post.status = PostStatus.PUBLISHING.value
+    post.attempted_at = now
+    post.owner = owner
+    post.lease_expires_at = now + lease
+    post.attempts += 1
+    post.updated_at = now
+    return Claim(ClaimResult.CLAIMED, post)
+
+
+def _ours(post: ScheduledPost | None, token: int, owner: str) -> bool:
+    return (
+        post is not None
+        and post.status == PostStatus.PUBLISHING
+        and post.dispatch_version == token
+        and post.owner == owner
+    )
+
+
+def begin_upload(
+    session: Session, post_id: str, token: int, owner: str, *, now: datetime, lease: timedelta
+) -> bool:
+    """The point of no return: True (and `upload_started_at` stamped) only if still ours.
+
+    A cancel that took the lock first has set `canceled` and bumped the token: we stop here
+    without uploading. From the commit of this stamp on, a cancel answers 409.
+    """
+    post = _lock_for_worker(session, post_id)
+    if not _ours(post, token, owner):
+        return False
+    assert post is not None
+    post.upload_started_at = now
+    post.lease_expires_at = now + lease
+    post.updated_at = now
+    return True
+
+
+def renew_lease(
+    session: Session, post_id: str, token: int, owner: str, *, now: datetime, lease: timedelta
+) -> bool:
+    """Extend our lease while a long upload runs; False once the post is no longer ours."""
+    post = _lock_for_worker(session, post_id)
+    if not _ours(post, token, owner):
+        return False
+    assert post is not None
+    post.lease_expires_at = now + lease
+    return True
+
+
+def record_uploaded(
+    session: Session, post_id: str, *, external_id: str, external_url: str | None, now: datetime
+) -> bool:
+    """Record the platform's post: `published`, or `draft` for a draft-mode post.
+
+    The platform's answer is the truth once the upload has started, whoever holds the lease.
+    """
+    post = _lock_for_worker(session, post_id)
+    if post is None or post.status != PostStatus.PUBLISHING or post.upload_started_at is None:
+        return False
+    post.status = (PostStatus.DRAFT if post.mode == Mode.DRAFT else PostStatus.PUBLISHED).value
+    post.published_at = now
+    post.external_id = external_id
+    post.external_url = external_url
+    post.last_error = None
+    post.owner = None
+    post.lease_expires_at = None
+    post.updated_at = now
+    return True
+
+
+def record_failed(
+    session: Session,
+    post_id: str,
+    *,
+    code: str,
+    message: str,
+    platform_code: str | None,
+    now: datetime,
+) -> bool:
+    """Record a permanent failure (a 4xx from the platform, or an outcome nobody can know)."""
+    post = _lock_for_worker(session, post_id)
+    if post is None or post.status != PostStatus.PUBLISHING:
+        return False
+    post.status = PostStatus.FAILED.value
+    post.last_error = {"code": code, "message": message, "platformCode": platform_code}
+    post.owner = None
+    post.lease_expires_at = None
+    post.updated_at = now
+    return True
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostFilter:
+    statuses: list[PostStatus]
+    social_account_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def list_posts_query(
+    organization_id: str, project_id: str, flt: PostFilter, after: tuple[datetime, str] | None
+) -> Select[ScheduledPost]:
+    """Newest `scheduledFor` first, keyset-paginated on (scheduled_for, id)."""
+    q = select(ScheduledPost).where(
+        ScheduledPost.organization_id == organization_id,
+        ScheduledPost.project_id == project_id,
+    )
+    if flt.statuses:
+        q = q.where(ScheduledPost.status.in_([s.value for s in flt.statuses]))
+    if flt.social_account_id is not None:
+        q = q.where(ScheduledPost.social_account_id == flt.social_account_id)
+    if flt.since is not None:
+        q = q.where(ScheduledPost.scheduled_for >= flt.since)
+    if flt.until is not None:
+        q = q.where(ScheduledPost.scheduled_for <= flt.until)
+    if after is not None:
+        q = q.where(
+            tuple_(ScheduledPost.scheduled_for, ScheduledPost.id) < tuple_(after[0], after[1])
+        )
+    return q.order_by(ScheduledPost.scheduled_for.desc(), ScheduledPost.id.desc())

@@ -1,0 +1,63 @@
+"""Process-wide settings, read from the environment with local defaults that work out of the box."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_FLOWER_PASSWORD = "publisher"  # noqa: S105 - a development default, refused elsewhere
+
+
+class Settings(BaseSettings):
+    """Everything a role needs; one instance per process via `get_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "postgresql+psycopg://root@127.0.0.1:5432/publisher"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    sandbox_url: str = "http://127.0.0.1:8900"
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=100)
+
+    # Publish-now: the caller's window to cancel a mistaken publish.
+    publish_now_delay_s: float = 30.0
+    # Clock-skew tolerance on `scheduledFor` in the past.
+    schedule_skew_s: float = 30.0
+    # Posts due within this horizon get an ETA task; it must stay well below the broker's
+    # visibility timeout so a held ETA message is never redelivered while it waits.
+    dispatch_horizon_s: float = Field(default=60.0, gt=0)
+    dispatch_interval_s: float = Field(default=1.0, gt=0)
+    dispatch_batch: int = Field(default=500, ge=1)
+    # A queued post this far past its time whose task never claimed it is re-dispatched.
+    redispatch_grace_s: float = Field(default=15.0, gt=0)
+    # How long a worker owns a claimed post before the reaper may take it back.
+    lease_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+    # Platform calls.
+    platform_timeout_s: float = Field(default=10.0, gt=0)
+    platform_max_tries: int = Field(default=6, ge=1)
+    platform_backoff_base_s: float = Field(default=0.5, ge=0)
+    platform_backoff_cap_s: float = Field(default=8.0, ge=0)
+
+    flower_user: str = "publisher"
+    flower_password: str = DEFAULT_FLOWER_PASSWORD
+    state_dir: str = "var"
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production" and self.flower_password == DEFAULT_FLOWER_PASSWORD:
+            raise ValueError("FLOWER_PASSWORD must be set outside development")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

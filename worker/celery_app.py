@@ -1,0 +1,70 @@
+"""The Celery app: Redis broker, no result backend, settings chosen for at-least-once safety."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from shared.db import init_engine
+from shared.settings import get_settings
+from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE, TaskName
+
+settings = get_settings()
+
+# The longest a publish task may run: claim, prepare, every platform retry, record.
+TASK_TIME_LIMIT_S = 300
+TASK_SOFT_TIME_LIMIT_S = 240
+
+app = Celery("publisher", broker=settings.redis_url, include=["worker.tasks"])
+app.conf.update(
+    enable_utc=True,
+    timezone="UTC",
+    task_serializer="json",
+    accept_content=["json"],
+    # Nothing reads task results: the outcome lives in PostgreSQL.
+    task_ignore_result=True,
+    result_backend=None,
+    # At-least-once: a message is acked only after the task body ran, and a worker killed
+    # mid-task hands its message back. The fencing token makes the second delivery harmless.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # Redis redelivers an unacked message after the visibility timeout. It must exceed the
+    # dispatch horizon (the longest an ETA message waits) plus the longest task run, or a
+    # held ETA message would be delivered a second time while it is still waiting.
+    broker_transport_options={
+        "visibility_timeout": max(3600, int(settings.dispatch_horizon_s) + TASK_TIME_LIMIT_S * 2),
+    },
+    # ETA messages held in worker memory are bounded: the dispatcher only sends those due
+    # within the horizon, and this caps what a burst can pile up in one worker.
+    worker_eta_task_limit=10_000,
+    task_time_limit=TASK_TIME_LIMIT_S,
+    task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
+    broker_connection_retry_on_startup=True,
+    # Flower: events from workers and a `task-sent` from every sender.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_queues=[Queue(PUBLISH_QUEUE), Queue(CONTROL_QUEUE)],
+    task_default_queue=PUBLISH_QUEUE,
+    task_routes={
+        TaskName.PUBLISH: {"queue": PUBLISH_QUEUE},
+        TaskName.DISPATCH_DUE: {"queue": CONTROL_QUEUE},
+    },
+    beat_schedule={
+        "dispatch-due": {
+            "task": TaskName.DISPATCH_DUE,
+            "schedule": settings.dispatch_interval_s,
+            # A tick that waited behind others is worthless: the next one does its work.
+            "options": {"expires": max(5.0, settings.dispatch_interval_s * 5)},
+        },
+    },
+)
+
+
+@worker_process_init.connect
+def _init_worker_process(**_: Any) -> None:
+    # Each prefork child gets its own engine; connections are never shared across a fork.
+    init_engine("publisher.worker", pool_size=2)

@@ -1,0 +1,213 @@
+"""The publish protocol, step by step (DESIGN.md): claim, prepare, point of no return,
+upload, record. Each step that touches the row is one short transaction; none is held
+open across the platform call."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+from shared import posts
+from shared.clock import utcnow
+from shared.content import payload_source
+from shared.db import transaction
+from shared.models import ScheduledPost, SocialAccount
+from shared.settings import Settings, get_settings
+from worker.platforms import PlatformAdapter, PlatformError, Uploaded, UploadPayload, adapter_for
+
+log = logging.getLogger("publisher.worker")
+
+# An ETA task fires on time; this bounds how often a task that fired early waits and retries.
+MAX_EARLY_WAITS = 5
+
+
+class Outcome(StrEnum):
+    PUBLISHED = "published"
+    FAILED = "failed"
+    STALE = "stale"  # the post moved on (canceled, rescheduled, re-dispatched, done)
+    CANCELED_BEFORE_UPLOAD = "canceled_before_upload"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    payload: UploadPayload
+    adapter: PlatformAdapter
+
+
+AdapterFactory = Callable[[SocialAccount, Settings], PlatformAdapter]
+
+
+def _default_adapter(account: SocialAccount, settings: Settings) -> PlatformAdapter:
+    return adapter_for(account.adapter, account.base_url, settings.platform_timeout_s)
+
+
+def _prepare(post: ScheduledPost, make_adapter: AdapterFactory, settings: Settings) -> Prepared:
+    """Build the payload from the post, its container and account. No lock held."""
+    with transaction() as tx:
+        account = tx.session.get(SocialAccount, post.social_account_id)
+        assert account is not None
+        source = payload_source(tx.session, post.container_id)
+    payload = UploadPayload(
+        account_id=account.id,
+        platform=post.platform,
+        mode=post.mode,
+        caption=post.caption_override if post.caption_override is not None else source["caption"],
+        media=source["media"],
+        first_comment=post.first_comment_override,
+    )
+    return Prepared(payload, make_adapter(account, settings))
+
+
+def backoff(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
+    """Capped exponential backoff with full jitter; a platform's Retry-After wins if longer."""
+    ceiling = min(settings.platform_backoff_cap_s, settings.platform_backoff_base_s * 2**attempt)
+    delay = random.uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, 60.0))
+    return delay
+
+
+class _Unknown(Exception):
+    """The platform may or may not hold the post, and could not say which."""
+
+
+def _resolve(adapter: PlatformAdapter, key: str, settings: Settings) -> Uploaded | None:
+    """Ask the platform whether the key made a post; _Unknown if it never answers."""
+    for attempt in range(settings.platform_max_tries):
+        try:
+            return adapter.lookup(key)
+        except PlatformError as exc:
+            log.warning("lookup of %s failed: %s", key, exc)
+            time.sleep(backoff(attempt, settings, exc.retry_after))
+    raise _Unknown
+
+
+@dataclass(frozen=True)
+class _Failure:
+    code: str
+    message: str
+    platform_code: str | None
+
+
+def upload_with_retries(
+    adapter: PlatformAdapter,
+    key: str,
+    payload: UploadPayload,
+    settings: Settings,
+    on_wait: Callable[[], None] = lambda: None,
+) -> Uploaded | _Failure:
+    """Upload under one idempotency key until it lands or fails for good.
+
+    Transient errors retry with backoff; permanent ones fail at once; an ambiguous one (the
+    platform may have acted) is resolved by lookup: found is success, confirmed absent is a
+    retry, and no answer is UPLOAD_OUTCOME_UNKNOWN.
+    """
+    last: PlatformError | None = None
+    for attempt in range(settings.platform_max_tries):
+        try:
+            return adapter.upload(key, payload)
+        except PlatformError as exc:
+            last = exc
+            if not exc.transient:
+                return _Failure("PLATFORM_REJECTED", str(exc), exc.platform_code)
+            log.info("upload of %s: transient error, attempt %d: %s", key, attempt + 1, exc)
+            if exc.ambiguous:
+                try:
+                    found = _resolve(adapter, key, settings)
+                except _Unknown:
+                    return _Failure(
+                        "UPLOAD_OUTCOME_UNKNOWN",
+                        "The platform may hold this post and could not confirm it",
+                        exc.platform_code,
+                    )
+                if found is not None:
+                    return found
+            on_wait()
+            time.sleep(backoff(attempt, settings, exc.retry_after))
+    # Every try failed; the last ones may still have landed. Ask once more before failing.
+    try:
+        found = _resolve(adapter, key, settings)
+    except _Unknown:
+        return _Failure(
+            "UPLOAD_OUTCOME_UNKNOWN",
+            "The platform may hold this post and could not confirm it",
+            last.platform_code if last else None,
+        )
+    if found is not None:
+        return found
+    return _Failure(
+        "PLATFORM_UNAVAILABLE",
+        f"The platform kept failing after {settings.platform_max_tries} tries: {last}",
+        last.platform_code if last else None,
+    )
+
+
+def run_publish(
+    post_id: str,
+    token: int,
+    owner: str,
+    *,
+    make_adapter: AdapterFactory = _default_adapter,
+    settings: Settings | None = None,
+) -> Outcome:
+    """Carry one post from `queued` to a terminal state, or stop where the row says to."""
+    settings = settings or get_settings()
+    lease = timedelta(seconds=settings.lease_s)
+
+    # 1. Claim under the row lock.
+    for _ in range(MAX_EARLY_WAITS):
+        with transaction() as tx:
+            claimed = posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+        if claimed.result != posts.ClaimResult.EARLY:
+            break
+        time.sleep(min(claimed.wait.total_seconds(), settings.dispatch_horizon_s))
+    if claimed.post is None:
+        log.info("post %s token %d: stale task, nothing to do", post_id, token)
+        return Outcome.STALE
+    post = claimed.post
+
+    # 2. Prepare. A cancel arriving now still wins.
+    prepared = _prepare(post, make_adapter, settings)
+
+    # 3. The point of no return.
+    with transaction() as tx:
+        ours = posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+    if not ours:
+        log.info("post %s: canceled before upload", post_id)
+        return Outcome.CANCELED_BEFORE_UPLOAD
+
+    # 4. Upload, with the post id as the idempotency key.
+    def renew() -> None:
+        with transaction() as tx:
+            posts.renew_lease(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+
+    result = upload_with_retries(prepared.adapter, post_id, prepared.payload, settings, renew)
+
+    # 5. Record.
+    with transaction() as tx:
+        if isinstance(result, Uploaded):
+            posts.record_uploaded(
+                tx.session,
+                post_id,
+                external_id=result.external_id,
+                external_url=result.external_url,
+                now=utcnow(),
+            )
+            outcome = Outcome.PUBLISHED
+        else:
+            posts.record_failed(
+                tx.session,
+                post_id,
+                code=result.code,
+                message=result.message,
+                platform_code=result.platform_code,
+                now=utcnow(),
+            )
+            outcome = Outcome.FAILED
+    log.info("post %s: %s", post_id, outcome)
+    return outcome
