@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.db import init_engine
 from shared.settings import get_settings
@@ -47,7 +47,10 @@ app.conf.update(
     # Flower: events from workers and a `task-sent` from every sender.
     worker_send_task_events=True,
     task_send_sent_event=True,
-    task_queues=[Queue(PUBLISH_QUEUE), Queue(CONTROL_QUEUE)],
+    task_queues=[
+        Queue(name, Exchange(name, type="direct"), routing_key=name)
+        for name in (PUBLISH_QUEUE, CONTROL_QUEUE)
+    ],
     task_default_queue=PUBLISH_QUEUE,
     task_routes={
         TaskName.PUBLISH: {"queue": PUBLISH_QUEUE},
