@@ -1,0 +1,116 @@
+"""Test wiring: a dedicated PostgreSQL database and Redis db, reset between tests."""
+
+from __future__ import annotations
+
+import os
+
+# Settings are read once per process: point them at the test database before any import.
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://root@127.0.0.1:5432/publisher_test"
+)
+os.environ["DATABASE_URL"] = TEST_DATABASE_URL
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ["ENVIRONMENT"] = "test"
+os.environ.setdefault("STATE_DIR", "/tmp/publisher-test-state")  # noqa: S108
+
+from collections.abc import Iterator  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import create_engine, make_url, text  # noqa: E402
+
+from api.app import create_app  # noqa: E402
+from shared.db import engine, init_engine  # noqa: E402
+from shared.migrate import migrate  # noqa: E402
+from shared.models import Base  # noqa: E402
+from tests.factories import TenantFixture, make_tenant  # noqa: E402
+from tests.stack import Stack  # noqa: E402
+
+
+def _drop_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    """A fresh database per run, migrated the way `publisher migrate` does it."""
+    _drop_database(TEST_DATABASE_URL)
+    migrate(TEST_DATABASE_URL)
+    init_engine("publisher.tests", pool_size=20)
+    yield TEST_DATABASE_URL
+    engine().dispose()
+
+
+TABLES = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+
+
+@pytest.fixture(autouse=True)
+def clean_db(database: str) -> None:
+    """Every test starts from empty tables."""
+    with engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(autouse=True)
+def clean_redis() -> None:
+    """No test sees another's broker messages."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    """The app in-process; server errors come back as responses, as a caller sees them."""
+    with TestClient(create_app(), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def tenant() -> TenantFixture:
+    """An organization with a project, a tiktok and an instagram account, and a full key."""
+    return make_tenant("Acme")
+
+
+@pytest.fixture
+def other_tenant() -> TenantFixture:
+    """A second organization, for isolation tests."""
+    return make_tenant("Rival")
+
+
+@pytest.fixture(scope="session")
+def stack(database: str) -> Iterator[Stack]:
+    """Sandbox, API, two Celery workers and beat, as real processes on this machine."""
+    s = Stack(
+        database_url=database,
+        redis_url=os.environ.get("TEST_STACK_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        workers=2,
+    )
+    try:
+        s.start()
+    except Exception:
+        print(s.logs())
+        s.stop()
+        raise
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    """An HTTP client on the running API; the sandbox starts each test empty and fault-free."""
+    stack.reset_sandbox()
+    with httpx.Client(base_url=stack.api_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def live_tenant(stack: Stack) -> TenantFixture:
+    """A tenant whose social accounts post to the stack's sandbox."""
+    return make_tenant("Live", sandbox_url=stack.sandbox_url)

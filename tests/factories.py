@@ -1,0 +1,109 @@
+"""Small builders for test data, going through the same functions the product uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from shared import ids
+from shared.clock import utcnow
+from shared.db import transaction
+from shared.keys import create_key
+from shared.models import SocialAccount
+from shared.tenants import create_tenant
+
+DEFAULT_SANDBOX = "http://127.0.0.1:8900"
+
+
+@dataclass
+class TenantFixture:
+    organization_id: str
+    project_id: str
+    token: str
+    key_id: str
+    accounts: dict[str, str]  # platform -> social account id
+    extra_accounts: list[str] = field(default_factory=list)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def key_with(self, *scopes: str) -> dict[str, str]:
+        """Headers for a fresh key of this organization with exactly these scopes."""
+        with transaction() as tx:
+            key = create_key(tx.session, self.organization_id, list(scopes))
+        return {"Authorization": f"Bearer {key.token}"}
+
+
+def make_tenant(
+    name: str, sandbox_url: str = DEFAULT_SANDBOX, extra_accounts: int = 0
+) -> TenantFixture:
+    """A tenant as `publisher tenants create` makes it, plus optional extra tiktok accounts."""
+    with transaction() as tx:
+        t = create_tenant(tx.session, name, ["tiktok", "instagram"], sandbox_url=sandbox_url)
+        extra = []
+        for i in range(extra_accounts):
+            account = SocialAccount(
+                id=ids.new_id(ids.SOCIAL_ACCOUNT),
+                organization_id=t.organization_id,
+                project_id=t.project_id,
+                platform="tiktok" if i % 2 == 0 else "instagram",
+                handle=f"{name.lower()}_{i}",
+                adapter="sandbox",
+                base_url=sandbox_url,
+            )
+            tx.session.add(account)
+            extra.append(account.id)
+    return TenantFixture(
+        t.organization_id,
+        t.project_id,
+        t.key.token,
+        t.key.id,
+        {a.platform: a.id for a in t.social_accounts},
+        extra,
+    )
+
+
+def upload(client: Any, tenant: TenantFixture, caption: str = "hello world") -> str:
+    """A content container; returns its id. `client` is a TestClient or an httpx.Client."""
+    r = client.post(
+        f"/v1/projects/{tenant.project_id}/content/upload",
+        headers=tenant.headers,
+        json={"caption": caption, "media": [{"url": "https://cdn.example.com/clip.mp4"}]},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def at(seconds: float) -> str:
+    """An ISO 8601 UTC time `seconds` from now, with milliseconds."""
+    return iso_ms(utcnow() + timedelta(seconds=seconds))
+
+
+def iso_ms(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def schedule(
+    client: TestClient | Any,
+    tenant: TenantFixture,
+    container_id: str,
+    when: str,
+    accounts: list[str] | None = None,
+    **target_fields: Any,
+) -> list[dict[str, Any]]:
+    """Schedule the container for the given accounts (default: the tiktok one)."""
+    targets = [
+        {"socialAccountId": a, **target_fields} for a in (accounts or [tenant.accounts["tiktok"]])
+    ]
+    r = client.post(
+        f"/v1/content/{container_id}/schedule",
+        headers=tenant.headers,
+        json={"scheduledFor": when, "targets": targets},
+    )
+    assert r.status_code == 201, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items

@@ -1,0 +1,145 @@
+"""A real stack for the integration tier: sandbox, API, Celery worker(s) and beat as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll until `predicate()` is truthy; its value, or AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except (httpx.HTTPError, OSError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Stack:
+    database_url: str
+    redis_url: str
+    workers: int = 1
+    concurrency: int = 4
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    api_port: int = field(default_factory=free_port)
+    sandbox_port: int = field(default_factory=free_port)
+    logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-it-")))
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            SANDBOX_URL=self.sandbox_url,
+            ENVIRONMENT="test",
+            STATE_DIR=str(self.logdir),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env_overrides)
+        return env
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        proc = self.spawn(
+            name, "worker", "--concurrency", str(self.concurrency), "--name", f"{name}@%h"
+        )
+        wait_until(
+            lambda: b" ready." in (self.logdir / f"{name}.log").read_bytes(),
+            60,
+            what=f"{name} ready",
+        )
+        return proc
+
+    def start(self) -> Stack:
+        client = redis.Redis.from_url(self.redis_url)
+        client.flushdb()
+        client.close()
+        self.spawn("sandbox", "sandbox", "--port", str(self.sandbox_port))
+        self.spawn("api", "api", "--port", str(self.api_port))
+        for i in range(self.workers):
+            self.start_worker(f"worker{i}")
+        self.spawn("beat", "beat")
+        wait_until(
+            lambda: httpx.get(f"{self.sandbox_url}/healthz").status_code == 200, 30, what="sandbox"
+        )
+        wait_until(lambda: httpx.get(f"{self.api_url}/readyz").status_code == 200, 30, what="api")
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def logs(self, tail: int = 40) -> str:
+        out = []
+        for path in sorted(self.logdir.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-tail:]
+            out.append(f"--- {path.name}\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def ledger(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(f"{self.sandbox_url}/ledger").json()
+        return body
+
+    def set_faults(self, **faults: Any) -> None:
+        httpx.put(f"{self.sandbox_url}/faults", json=faults).raise_for_status()
+
+    def reset_sandbox(self) -> None:
+        httpx.post(f"{self.sandbox_url}/ledger/reset").raise_for_status()
+        self.set_faults(latency_ms=0, rate_429=0, rate_503=0, rate_lost=0, rate_400=0)
