@@ -89,8 +89,9 @@ def classify_response(response: httpx.Response) -> PlatformError:
         return PlatformError(
             message,
             transient=True,
-            # 503 means "not processed"; a 500, 502 or 504 may come after the post was made.
-            ambiguous=status != 503,
+            # 408 and 503 mean "not processed"; a 500, 502 or 504 may come after the post
+            # was made.
+            ambiguous=status >= 500 and status != 503,
             retry_after=_retry_after(response),
             platform_code=code,
             status=status,

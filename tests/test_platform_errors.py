@@ -1,0 +1,140 @@
+"""Platform error classification and the upload retry loop, with a scripted platform."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from shared.settings import Settings
+from worker.platforms import (
+    PlatformError,
+    UploadPayload,
+    Uploaded,
+    classify_exception,
+    classify_response,
+)
+from worker.publishing import _Failure, upload_with_retries
+
+FAST = Settings(platform_backoff_base_s=0, platform_backoff_cap_s=0, platform_max_tries=4)
+PAYLOAD = UploadPayload(
+    "sa_1", "tiktok", "publish", "hi", [{"url": "https://x", "type": "video"}], None
+)
+OK = Uploaded("tt_1", "https://sandbox/tt_1")
+
+
+def _resp(
+    status: int, headers: dict[str, str] | None = None, code: str | None = None
+) -> httpx.Response:
+    body = {"error": {"code": code, "message": "m"}} if code else {}
+    return httpx.Response(status, headers=headers, json=body)
+
+
+@pytest.mark.parametrize(
+    ("status", "transient", "ambiguous"),
+    [
+        (429, True, False),
+        (503, True, False),
+        (502, True, True),
+        (500, True, True),
+        (504, True, True),
+        (408, True, False),
+        (400, False, False),
+        (401, False, False),
+        (422, False, False),
+    ],
+)
+def test_status_classification(status: int, transient: bool, ambiguous: bool) -> None:
+    err = classify_response(_resp(status, code="some_code"))
+    assert (err.transient, err.ambiguous, err.platform_code) == (transient, ambiguous, "some_code")
+
+
+def test_retry_after_is_read() -> None:
+    assert classify_response(_resp(429, {"Retry-After": "2.5"})).retry_after == 2.5
+    assert classify_response(_resp(429, {"Retry-After": "soon"})).retry_after is None
+
+
+def test_exceptions_before_sending_are_not_ambiguous() -> None:
+    req = httpx.Request("POST", "http://x")
+    assert not classify_exception(httpx.ConnectError("no", request=req)).ambiguous
+    assert classify_exception(httpx.ReadTimeout("slow", request=req)).ambiguous
+    assert classify_exception(httpx.RemoteProtocolError("cut", request=req)).ambiguous
+
+
+def _transient(ambiguous: bool = False) -> PlatformError:
+    return PlatformError("t", transient=True, ambiguous=ambiguous, platform_code="p")
+
+
+@dataclass
+class Scripted:
+    """A platform that answers uploads and lookups from scripts, and counts calls."""
+
+    uploads: list[Uploaded | PlatformError]
+    lookups: list[Uploaded | None | PlatformError] = field(default_factory=list)
+    upload_calls: int = 0
+    lookup_calls: int = 0
+
+    @staticmethod
+    def _next(script: Iterator[Uploaded | None | PlatformError]) -> Uploaded | None:
+        item = next(script)
+        if isinstance(item, PlatformError):
+            raise item
+        return item
+
+    def upload(self, idempotency_key: str, payload: UploadPayload) -> Uploaded:
+        self.upload_calls += 1
+        result = self._next(iter(self.uploads[self.upload_calls - 1 :]))
+        assert result is not None
+        return result
+
+    def lookup(self, idempotency_key: str) -> Uploaded | None:
+        self.lookup_calls += 1
+        return self._next(iter(self.lookups[self.lookup_calls - 1 :]))
+
+
+def test_transient_errors_retry_then_succeed() -> None:
+    p = Scripted([_transient(), _transient(), OK])
+    assert upload_with_retries(p, "sp_1", PAYLOAD, FAST) == OK
+    assert (p.upload_calls, p.lookup_calls) == (3, 0)
+
+
+def test_permanent_error_fails_at_once() -> None:
+    p = Scripted([PlatformError("no", transient=False, platform_code="caption_too_long")])
+    result = upload_with_retries(p, "sp_1", PAYLOAD, FAST)
+    assert result == _Failure("PLATFORM_REJECTED", "no", "caption_too_long")
+    assert p.upload_calls == 1
+
+
+def test_lost_response_is_resolved_by_lookup_not_by_a_second_upload() -> None:
+    p = Scripted([_transient(ambiguous=True)], lookups=[OK])
+    assert upload_with_retries(p, "sp_1", PAYLOAD, FAST) == OK
+    assert (p.upload_calls, p.lookup_calls) == (1, 1)
+
+
+def test_confirmed_absent_uploads_again_under_the_same_key() -> None:
+    p = Scripted([_transient(ambiguous=True), OK], lookups=[None])
+    assert upload_with_retries(p, "sp_1", PAYLOAD, FAST) == OK
+    assert (p.upload_calls, p.lookup_calls) == (2, 1)
+
+
+def test_platform_that_cannot_say_gives_outcome_unknown() -> None:
+    p = Scripted([_transient(ambiguous=True)], lookups=[_transient()] * FAST.platform_max_tries)
+    result = upload_with_retries(p, "sp_1", PAYLOAD, FAST)
+    assert isinstance(result, _Failure)
+    assert result.code == "UPLOAD_OUTCOME_UNKNOWN"
+    assert p.upload_calls == 1
+
+
+def test_exhausted_transients_check_once_more_then_fail() -> None:
+    p = Scripted([_transient()] * FAST.platform_max_tries, lookups=[None])
+    result = upload_with_retries(p, "sp_1", PAYLOAD, FAST)
+    assert isinstance(result, _Failure)
+    assert result.code == "PLATFORM_UNAVAILABLE"
+    assert (p.upload_calls, p.lookup_calls) == (FAST.platform_max_tries, 1)
+
+
+def test_exhausted_transients_but_the_post_landed() -> None:
+    p = Scripted([_transient()] * FAST.platform_max_tries, lookups=[OK])
+    assert upload_with_retries(p, "sp_1", PAYLOAD, FAST) == OK
