@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import get_settings
@@ -92,6 +96,37 @@ def transaction() -> Iterator[Tx]:
             # Broker side effects are courtesies: the dispatcher re-sends what a failed send
             # missed, and the fencing token disarms what a failed revoke left behind.
             log.exception("after-commit action failed")
+
+
+T = TypeVar("T")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A lost or refused connection (server restart, pg_terminate_backend), not a bad query."""
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def run_in_transaction(fn: Callable[[Tx], T], *, attempts: int = 6, max_delay: float = 2.0) -> T:
+    """`fn` in one transaction, run again when the connection dies under it.
+
+    Only for work that is safe to repeat: the worker's transitions recognise their own
+    earlier commit (same owner and token), so a commit whose answer was lost is not undone.
+    """
+    for attempt in range(attempts):
+        try:
+            with transaction() as tx:
+                return fn(tx)
+        except Exception as exc:
+            if not is_connection_error(exc) or attempt == attempts - 1:
+                raise
+            delay = min(max_delay, 0.1 * 2**attempt) * random.uniform(0.5, 1.0)
+            log.warning(
+                "database connection lost (%s); retrying in %.2fs", type(exc).__name__, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def ensure_database(url: str) -> bool:

@@ -343,6 +343,9 @@ def claim(
 ) -> Claim:
     """Take a `queued` post for this task: `publishing`, with an owner and a lease."""
     post = _lock_for_worker(session, post_id)
+    if post is not None and _ours(post, token, owner):
+        # Our own claim, committed before a connection error hid the commit from us.
+        return Claim(ClaimResult.CLAIMED, post)
     if post is None or post.status != PostStatus.QUEUED or post.dispatch_version != token:
         return Claim(ClaimResult.STALE)
     if post.scheduled_for - now > EARLY_TOLERANCE:
@@ -377,7 +380,8 @@ def begin_upload(
     if not _ours(post, token, owner):
         return False
     assert post is not None
-    post.upload_started_at = now
+    if post.upload_started_at is None:  # else a retried commit: keep the first stamp
+        post.upload_started_at = now
     post.lease_expires_at = now + lease
     post.updated_at = now
     return True
@@ -403,6 +407,8 @@ def record_uploaded(
     The platform's answer is the truth once the upload has started, whoever holds the lease.
     """
     post = _lock_for_worker(session, post_id)
+    if post is not None and post.external_id == external_id:
+        return True  # already recorded (a retried commit, or the reconciler got there first)
     if post is None or post.status != PostStatus.PUBLISHING or post.upload_started_at is None:
         return False
     post.status = (PostStatus.DRAFT if post.mode == Mode.DRAFT else PostStatus.PUBLISHED).value
@@ -419,6 +425,7 @@ def record_uploaded(
 def record_failed(
     session: Session,
     post_id: str,
+    token: int,
     *,
     code: str,
     message: str,
@@ -427,14 +434,102 @@ def record_failed(
 ) -> bool:
     """Record a permanent failure (a 4xx from the platform, or an outcome nobody can know)."""
     post = _lock_for_worker(session, post_id)
-    if post is None or post.status != PostStatus.PUBLISHING:
+    # Only the current token holder may give up on a post; a worker the reaper replaced
+    # leaves the verdict to the reconciler.
+    if post is None or post.status != PostStatus.PUBLISHING or post.dispatch_version != token:
         return False
+    _fail(post, code, message, platform_code)
+    post.updated_at = now
+    return True
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """A post past its point of no return whose worker vanished: ask the platform."""
+
+    post_id: str
+    token: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Reaped:
+    requeued: list[Dispatch]
+    reconcile: list[Reconcile]
+    failed: list[str]
+
+
+def reap_expired(
+    session: Session, *, now: datetime, lease: timedelta, max_attempts: int, limit: int
+) -> Reaped:
+    """Take back `publishing` posts whose lease expired (their worker died or hung).
+
+    Not yet at the point of no return: back to `queued` with a new token and a new task, or
+    `failed` with ATTEMPTS_EXHAUSTED once the attempts are spent. Past it: a new token and a
+    reconcile task that asks the platform by idempotency key; never a blind second upload.
+    """
+    rows = session.scalars(
+        select(ScheduledPost)
+        .where(
+            ScheduledPost.status == PostStatus.PUBLISHING,
+            ScheduledPost.lease_expires_at < now,
+        )
+        .order_by(ScheduledPost.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    out = Reaped([], [], [])
+    for post in rows:
+        post.dispatch_version += 1
+        post.updated_at = now
+        if post.upload_started_at is None and post.attempts >= max_attempts:
+            _fail(
+                post,
+                "ATTEMPTS_EXHAUSTED",
+                f"Gave up after {post.attempts} attempts; the post was never uploaded",
+                None,
+            )
+            out.failed.append(post.id)
+            continue
+        post.task_id = str(uuid.uuid4())
+        post.dispatched_at = now
+        if post.upload_started_at is None:
+            post.status = PostStatus.QUEUED.value
+            post.owner = None
+            post.lease_expires_at = None
+            out.requeued.append(
+                Dispatch(post.id, post.dispatch_version, post.task_id, max(post.scheduled_for, now))
+            )
+        else:
+            post.owner = f"reconcile:{post.task_id}"
+            post.lease_expires_at = now + lease
+            out.reconcile.append(Reconcile(post.id, post.dispatch_version, post.task_id))
+    return out
+
+
+def take_for_reconcile(
+    session: Session, post_id: str, token: int, *, now: datetime, lease: timedelta
+) -> ScheduledPost | None:
+    """The reconciler's claim: the post, if it still waits for this reconcile task."""
+    post = _lock_for_worker(session, post_id)
+    if (
+        post is None
+        or post.status != PostStatus.PUBLISHING
+        or post.dispatch_version != token
+        or post.upload_started_at is None
+    ):
+        return None
+    post.attempts += 1
+    post.lease_expires_at = now + lease
+    post.updated_at = now
+    return post
+
+
+def _fail(post: ScheduledPost, code: str, message: str, platform_code: str | None) -> None:
     post.status = PostStatus.FAILED.value
     post.last_error = {"code": code, "message": message, "platformCode": platform_code}
     post.owner = None
     post.lease_expires_at = None
-    post.updated_at = now
-    return True
 
 
 # --- reads ---------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     flower_user: str = "publisher"
     flower_password: str = DEFAULT_FLOWER_PASSWORD
     state_dir: str = "var"
+    # Fault injection for tests and chaos runs (shared/failpoints.py); ignored in production.
+    failpoints_file: str | None = None
+    reap_interval_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

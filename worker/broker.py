@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.posts import Dispatch
+from shared.posts import Dispatch, Reconcile
 from worker.celery_app import app
 from worker.names import PUBLISH_QUEUE, TaskName
 
@@ -14,6 +14,16 @@ def send_publish(dispatch: Dispatch) -> None:
         args=[dispatch.post_id, dispatch.token],
         task_id=dispatch.task_id,
         eta=dispatch.eta,
+        queue=PUBLISH_QUEUE,
+    )
+
+
+def send_reconcile(job: Reconcile) -> None:
+    """Send the task that settles a post whose worker vanished mid-upload."""
+    app.send_task(
+        TaskName.RECONCILE,
+        args=[job.post_id, job.token],
+        task_id=job.task_id,
         queue=PUBLISH_QUEUE,
     )
 

@@ -54,7 +54,9 @@ app.conf.update(
     task_default_queue=PUBLISH_QUEUE,
     task_routes={
         TaskName.PUBLISH: {"queue": PUBLISH_QUEUE},
+        TaskName.RECONCILE: {"queue": PUBLISH_QUEUE},
         TaskName.DISPATCH_DUE: {"queue": CONTROL_QUEUE},
+        TaskName.REAP: {"queue": CONTROL_QUEUE},
     },
     beat_schedule={
         "dispatch-due": {
@@ -62,6 +64,11 @@ app.conf.update(
             "schedule": settings.dispatch_interval_s,
             # A tick that waited behind others is worthless: the next one does its work.
             "options": {"expires": max(5.0, settings.dispatch_interval_s * 5)},
+        },
+        "reap-expired": {
+            "task": TaskName.REAP,
+            "schedule": settings.reap_interval_s,
+            "options": {"expires": max(5.0, settings.reap_interval_s * 5)},
         },
     },
 )

@@ -8,6 +8,8 @@ from typing import Final
 class TaskName:
     PUBLISH: Final = "publishing.publish"
     DISPATCH_DUE: Final = "publishing.dispatch_due"
+    RECONCILE: Final = "publishing.reconcile"
+    REAP: Final = "publishing.reap_expired"
 
 
 PUBLISH_QUEUE: Final = "publishing"

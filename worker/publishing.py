@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from shared import posts
+from shared import failpoints, posts
 from shared.clock import utcnow
 from shared.content import payload_source
-from shared.db import transaction
+from shared.db import run_in_transaction, transaction
 from shared.models import ScheduledPost, SocialAccount
 from shared.settings import Settings, get_settings
 from worker.platforms import PlatformAdapter, PlatformError, Uploaded, UploadPayload, adapter_for
@@ -147,6 +147,52 @@ def upload_with_retries(
     )
 
 
+def _upload_and_record(
+    post_id: str, token: int, owner: str, prepared: Prepared, settings: Settings
+) -> Outcome:
+    """Steps 5 and 6: upload under the post's idempotency key, then record the outcome."""
+    lease = timedelta(seconds=settings.lease_s)
+
+    def renew() -> None:
+        run_in_transaction(
+            lambda tx: posts.renew_lease(
+                tx.session, post_id, token, owner, now=utcnow(), lease=lease
+            )
+        )
+
+    result = upload_with_retries(prepared.adapter, post_id, prepared.payload, settings, renew)
+    failpoints.hit("after_upload", post_id)
+    return _record(post_id, token, result)
+
+
+def _record(post_id: str, token: int, result: Uploaded | _Failure) -> Outcome:
+    if isinstance(result, Uploaded):
+        run_in_transaction(
+            lambda tx: posts.record_uploaded(
+                tx.session,
+                post_id,
+                external_id=result.external_id,
+                external_url=result.external_url,
+                now=utcnow(),
+            )
+        )
+        log.info("post %s: published as %s", post_id, result.external_id)
+        return Outcome.PUBLISHED
+    run_in_transaction(
+        lambda tx: posts.record_failed(
+            tx.session,
+            post_id,
+            token,
+            code=result.code,
+            message=result.message,
+            platform_code=result.platform_code,
+            now=utcnow(),
+        )
+    )
+    log.warning("post %s: failed %s (%s)", post_id, result.code, result.platform_code)
+    return Outcome.FAILED
+
+
 def run_publish(
     post_id: str,
     token: int,
@@ -158,56 +204,81 @@ def run_publish(
     """Carry one post from `queued` to a terminal state, or stop where the row says to."""
     settings = settings or get_settings()
     lease = timedelta(seconds=settings.lease_s)
+    failpoints.hit("before_claim", post_id)
 
     # 1. Claim under the row lock.
     for _ in range(MAX_EARLY_WAITS):
-        with transaction() as tx:
-            claimed = posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+        claimed = run_in_transaction(
+            lambda tx: posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+        )
         if claimed.result != posts.ClaimResult.EARLY:
             break
         time.sleep(min(claimed.wait.total_seconds(), settings.dispatch_horizon_s))
     if claimed.post is None:
         log.info("post %s token %d: stale task, nothing to do", post_id, token)
         return Outcome.STALE
-    post = claimed.post
 
     # 2. Prepare. A cancel arriving now still wins.
-    prepared = _prepare(post, make_adapter, settings)
+    failpoints.hit("after_claim", post_id)
+    prepared = _prepare(claimed.post, make_adapter, settings)
 
     # 3. The point of no return.
-    with transaction() as tx:
-        ours = posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+    ours = run_in_transaction(
+        lambda tx: posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+    )
     if not ours:
         log.info("post %s: canceled before upload", post_id)
         return Outcome.CANCELED_BEFORE_UPLOAD
 
-    # 4. Upload, with the post id as the idempotency key.
-    def renew() -> None:
-        with transaction() as tx:
-            posts.renew_lease(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+    # 4-5. Upload with the post id as the idempotency key, and record.
+    return _upload_and_record(post_id, token, owner, prepared, settings)
 
-    result = upload_with_retries(prepared.adapter, post_id, prepared.payload, settings, renew)
 
-    # 5. Record.
-    with transaction() as tx:
-        if isinstance(result, Uploaded):
-            posts.record_uploaded(
-                tx.session,
-                post_id,
-                external_id=result.external_id,
-                external_url=result.external_url,
-                now=utcnow(),
-            )
-            outcome = Outcome.PUBLISHED
-        else:
-            posts.record_failed(
-                tx.session,
-                post_id,
-                code=result.code,
-                message=result.message,
-                platform_code=result.platform_code,
-                now=utcnow(),
-            )
-            outcome = Outcome.FAILED
-    log.info("post %s: %s", post_id, outcome)
-    return outcome
+def run_reconcile(
+    post_id: str,
+    token: int,
+    *,
+    make_adapter: AdapterFactory = _default_adapter,
+    settings: Settings | None = None,
+) -> Outcome:
+    """Settle a post whose worker vanished after its upload started: ask the platform.
+
+    Found: published. Confirmed absent: upload again under the same key (or fail once the
+    attempts are spent). The platform cannot say: failed with UPLOAD_OUTCOME_UNKNOWN.
+    """
+    settings = settings or get_settings()
+    lease = timedelta(seconds=settings.lease_s)
+    post = run_in_transaction(
+        lambda tx: posts.take_for_reconcile(tx.session, post_id, token, now=utcnow(), lease=lease)
+    )
+    if post is None:
+        return Outcome.STALE
+    owner = post.owner or ""
+    prepared = _prepare(post, make_adapter, settings)
+    try:
+        found = _resolve(prepared.adapter, post_id, settings)
+    except _Unknown:
+        return _record(
+            post_id,
+            token,
+            _Failure(
+                "UPLOAD_OUTCOME_UNKNOWN",
+                "The platform may hold this post and could not confirm it",
+                None,
+            ),
+        )
+    if found is not None:
+        log.info("post %s: reconciled, the platform has it", post_id)
+        return _record(post_id, token, found)
+    if post.attempts > settings.max_attempts:
+        return _record(
+            post_id,
+            token,
+            _Failure(
+                "ATTEMPTS_EXHAUSTED",
+                f"Gave up after {post.attempts - 1} attempts",
+                None,
+            ),
+        )
+    log.info("post %s: reconciled, the platform has none; uploading again", post_id)
+    return _upload_and_record(post_id, token, owner, prepared, settings)

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers around the publish protocol and the dispatcher."""
+"""Celery tasks: thin wrappers around the publish protocol, the dispatcher and the reaper."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import logging
 import os
 import socket
 from datetime import timedelta
+from functools import partial
 
 from celery import Task
 
 from shared import posts
 from shared.clock import utcnow
-from shared.db import transaction
+from shared.db import Tx, run_in_transaction
 from shared.settings import get_settings
-from worker.broker import send_publish
+from worker.broker import send_publish, send_reconcile
 from worker.celery_app import app
 from worker.names import TaskName
-from worker.publishing import run_publish
+from worker.publishing import run_publish, run_reconcile
 
 log = logging.getLogger("publisher.worker")
 
@@ -28,10 +29,17 @@ def publish(self: Task[[str, int], str], post_id: str, token: int) -> str:
     return run_publish(post_id, token, owner).value
 
 
+@app.task(name=TaskName.RECONCILE)
+def reconcile(post_id: str, token: int) -> str:
+    """Settle a post whose worker vanished after its upload started."""
+    return run_reconcile(post_id, token).value
+
+
 def dispatch_once() -> int:
     """One dispatcher tick: send an ETA task for each post due within the horizon."""
     settings = get_settings()
-    with transaction() as tx:
+
+    def tick(tx: Tx) -> int:
         due = posts.dispatch_due(
             tx.session,
             now=utcnow(),
@@ -40,13 +48,52 @@ def dispatch_once() -> int:
             limit=settings.dispatch_batch,
         )
         for d in due:
-            tx.after_commit(lambda d=d: send_publish(d))  # type: ignore[misc]
-    if due:
-        log.info("dispatched %d post(s)", len(due))
-    return len(due)
+            tx.after_commit(partial(send_publish, d))
+        return len(due)
+
+    sent = run_in_transaction(tick)
+    if sent:
+        log.info("dispatched %d post(s)", sent)
+    return sent
+
+
+def reap_once() -> posts.Reaped:
+    """One reaper pass over expired leases."""
+    settings = get_settings()
+
+    def sweep(tx: Tx) -> posts.Reaped:
+        reaped = posts.reap_expired(
+            tx.session,
+            now=utcnow(),
+            lease=timedelta(seconds=settings.lease_s),
+            max_attempts=settings.max_attempts,
+            limit=settings.dispatch_batch,
+        )
+        for d in reaped.requeued:
+            tx.after_commit(partial(send_publish, d))
+        for r in reaped.reconcile:
+            tx.after_commit(partial(send_reconcile, r))
+        return reaped
+
+    reaped = run_in_transaction(sweep)
+    if reaped.requeued or reaped.reconcile or reaped.failed:
+        log.warning(
+            "reaper: %d requeued, %d to reconcile, %d failed (attempts exhausted)",
+            len(reaped.requeued),
+            len(reaped.reconcile),
+            len(reaped.failed),
+        )
+    return reaped
 
 
 @app.task(name=TaskName.DISPATCH_DUE, acks_late=False)
 def dispatch_due() -> int:
     """The beat-driven tick; safe to run twice at once (SKIP LOCKED, task ids on rows)."""
     return dispatch_once()
+
+
+@app.task(name=TaskName.REAP, acks_late=False)
+def reap_expired() -> int:
+    """The beat-driven reaper; safe to run twice at once (SKIP LOCKED)."""
+    reaped = reap_once()
+    return len(reaped.requeued) + len(reaped.reconcile) + len(reaped.failed)
