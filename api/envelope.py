@@ -48,9 +48,12 @@ class RequestIdMiddleware:
                 break
         rid = given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
         token = request_id_var.set(rid)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
                 message["headers"] = headers
@@ -58,6 +61,13 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette answers unhandled errors outside every user middleware, so the 500
+            # would lose its request id; answer it here, where the id is still known.
+            if started:
+                raise
+            log.exception("unhandled error")
+            await error_response(500, "INTERNAL", "Internal error")(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 
@@ -101,7 +111,8 @@ def validation_issues(errors: list[Any]) -> list[dict[str, str]]:
     """Pydantic errors as `{path, message}`, paths in wire names (`targets[0].socialAccountId`)."""
     issues = []
     for err in errors:
-        loc = tuple(err.get("loc", ()))
+        # A body that is not JSON at all: its loc is a character offset, not a field.
+        loc = ("body",) if err.get("type") == "json_invalid" else tuple(err.get("loc", ()))
         # Union members add their type name to the location; it means nothing to callers.
         loc = tuple(
             p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "str")))

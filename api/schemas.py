@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -51,11 +60,21 @@ class TargetIn(Wire):
     first_comment_override: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
+def _as_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError("must be a time representable in UTC") from exc
+
+
+# An aware time, normalised to UTC (never a 500 for an offset that overflows the year 9999).
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
+
 Targets = Annotated[list[TargetIn], Field(min_length=1, max_length=50)]
 
 
 class ScheduleIn(Wire):
-    scheduled_for: AwareDatetime
+    scheduled_for: UtcDatetime
     targets: Targets
 
 
@@ -64,7 +83,7 @@ class PublishIn(Wire):
 
 
 class RescheduleIn(Wire):
-    scheduled_for: AwareDatetime
+    scheduled_for: UtcDatetime
 
 
 class CancelIn(Wire):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
@@ -37,7 +38,7 @@ def media_type(url: str, declared: str | None) -> str:
     """The declared media type, else a guess from the URL's suffix."""
     if declared:
         return declared
-    path = url.split("?", 1)[0].lower()
+    path = urlsplit(url).path.lower()  # neither `?query` nor `#fragment` hides the suffix
     return "video" if path.endswith(_VIDEO_SUFFIXES) else "image"
 
 

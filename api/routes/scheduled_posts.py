@@ -100,18 +100,16 @@ def schedule(
     """Queue the content for each target at `scheduledFor`; all targets or none. Idempotent."""
     now = utcnow()
     skew = timedelta(seconds=get_settings().schedule_skew_s)
-    if body.scheduled_for < now - skew:
-        raise Validation.at("scheduledFor", "scheduledFor must be in the future")
-    return run_mutation(
-        principal,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        body,
-        lambda tx: _create(
+
+    def work(tx: Tx) -> Response:
+        # Checked after the idempotency replay: a retry replays even once this time has passed.
+        if body.scheduled_for < now - skew:
+            raise Validation.at("scheduledFor", "scheduledFor must be in the future")
+        return _create(
             tx, principal, containerId, body.scheduled_for, body.targets, now=now, send_now=False
-        ),
-    )
+        )
+
+    return run_mutation(principal, idempotency_key, "POST", request.url.path, body, work)
 
 
 @router.post(
@@ -201,10 +199,11 @@ def reschedule(
     """Move a `queued` post to a new time (at least 30 s ahead). Idempotent."""
     now = utcnow()
     lead = timedelta(seconds=get_settings().publish_now_delay_s)
-    if body.scheduled_for < now + lead - RESCHEDULE_TRANSIT_GRACE:
-        raise Validation.at("scheduledFor", "scheduledFor must be at least 30 seconds ahead")
 
     def work(tx: Tx) -> Response:
+        # Checked after the idempotency replay: a retry replays even once this time is near.
+        if body.scheduled_for < now + lead - RESCHEDULE_TRANSIT_GRACE:
+            raise Validation.at("scheduledFor", "scheduledFor must be at least 30 seconds ahead")
         done = posts.reschedule(tx.session, principal.actor(), id, body.scheduled_for, now=now)
         if done.revoke_task_id:
             tx.after_commit(partial(revoke, done.revoke_task_id))
