@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import PublisherError
+
+DEFAULT_NODE = "publisher@%h"
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -51,7 +52,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "--loglevel=INFO",
             f"--concurrency={args.concurrency}",
             f"--queues={PUBLISH_QUEUE},{CONTROL_QUEUE}",
-            f"--hostname={args.name or f'publisher-{os.getpid()}@%h'}",
+            f"--hostname={args.name}",
         ]
     )
     return 0
@@ -172,7 +173,32 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-ROLES = ("sandbox", "api", "worker", "beat", "flower")
+def _cmd_healthcheck_worker(args: argparse.Namespace) -> int:
+    """Exit 0 if the named worker answers a broker ping within the timeout."""
+    from celery.utils.nodenames import host_format
+
+    from worker.celery_app import app
+
+    name = host_format(args.name)
+    replies = app.control.ping(destination=[name], timeout=args.timeout)
+    if any(name in reply for reply in replies or []):
+        print(f"{name}: ok")
+        return 0
+    print(f"publisher: worker {name} did not answer within {args.timeout:g}s", file=sys.stderr)
+    return 1
+
+
+def _cmd_healthcheck_api(args: argparse.Namespace) -> int:
+    """Exit 0 if the API at --url is ready (database and Redis reachable)."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{args.url.rstrip('/')}/readyz", timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"publisher: {args.url} unreachable: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(response.text)
+    return 0 if response.status_code == 200 else 1
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -289,6 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--json", action="store_true")
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("key_id")
+
+    health = sub.add_parser("healthcheck", help="probes for orchestrators").add_subparsers(
+        dest="action", required=True
+    )
+    hw = health.add_parser("worker", help="the worker node answers a broker ping")
+    hw.add_argument("--name", default=DEFAULT_NODE)
+    hw.add_argument("--timeout", type=float, default=5.0)
+    ha = health.add_parser("api", help="the API is ready (database and Redis reachable)")
+    ha.add_argument("--url", default="http://127.0.0.1:8000")
+    ha.add_argument("--timeout", type=float, default=5.0)
     return parser
 
 
@@ -303,6 +339,8 @@ HANDLERS = {
     ("tenants", "create"): _cmd_tenants_create,
     ("keys", "create"): _cmd_keys_create,
     ("keys", "revoke"): _cmd_keys_revoke,
+    ("healthcheck", "worker"): _cmd_healthcheck_worker,
+    ("healthcheck", "api"): _cmd_healthcheck_api,
 }
 
 

@@ -29,7 +29,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 Platform = Literal["tiktok", "instagram"]
 Mode = Literal["publish", "draft"]
 
-_RATE_FIELDS = ("rate_429", "rate_503", "rate_lost", "rate_400")
+_RATE_FIELDS = ("rate_429", "rate_503", "rate_lost", "rate_400", "rate_lookup_503")
 _NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s")
 _ID_PREFIX: dict[str, str] = {"tiktok": "tt_", "instagram": "ig_"}
 
@@ -45,6 +45,8 @@ class Faults:
     rate_503: float = 0.0
     rate_lost: float = 0.0
     rate_400: float = 0.0
+    # The platform cannot say: lookups by idempotency key answer 503.
+    rate_lookup_503: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -187,6 +189,7 @@ class FaultsUpdate(BaseModel):
     rate_503: float = 0.0
     rate_lost: float = 0.0
     rate_400: float = 0.0
+    rate_lookup_503: float = 0.0
     seed: int | None = None
 
 
@@ -343,8 +346,10 @@ def create_app(faults: Faults | None = None) -> FastAPI:
     # `:path` so keys containing an (encoded) slash still route here.
     @app.get("/v1/posts/{idempotency_key:path}")
     async def get_post(idempotency_key: str) -> JSONResponse:
-        """Look up a post by idempotency key; only latency applies, never failure faults."""
+        """Look up a post by idempotency key; latency and `rate_lookup_503` apply."""
         await _simulate_latency()
+        if rng.random() < live_faults.rate_lookup_503:
+            return _error(503, "unavailable", "lookup temporarily unavailable")
         post = ledger.get(idempotency_key)
         if post is None:
             return _error(404, "not_found", "no post with this idempotency key")

@@ -86,11 +86,19 @@ def other_tenant() -> TenantFixture:
 
 @pytest.fixture(scope="session")
 def stack(database: str) -> Iterator[Stack]:
-    """Sandbox, API, two Celery workers and beat, as real processes on this machine."""
+    """A private redis-server, sandbox, API, two Celery workers and beat, as processes."""
     s = Stack(
         database_url=database,
-        redis_url=os.environ.get("TEST_STACK_REDIS_URL", "redis://127.0.0.1:6379/13"),
         workers=2,
+        # Short leases and graces so that fault tests see recovery within seconds.
+        env_overrides={
+            "LEASE_S": "5",
+            "REDISPATCH_GRACE_S": "3",
+            "REAP_INTERVAL_S": "1",
+            "PLATFORM_TIMEOUT_S": "5",
+            "PLATFORM_BACKOFF_BASE_S": "0.05",
+            "PLATFORM_BACKOFF_CAP_S": "0.5",
+        },
     )
     try:
         s.start()
@@ -106,6 +114,7 @@ def stack(database: str) -> Iterator[Stack]:
 def api(stack: Stack) -> Iterator[httpx.Client]:
     """An HTTP client on the running API; the sandbox starts each test empty and fault-free."""
     stack.reset_sandbox()
+    stack.arm()
     with httpx.Client(base_url=stack.api_url, timeout=30) as c:
         yield c
 

@@ -34,7 +34,7 @@ def wait_until(
     while True:
         try:
             value = predicate()
-        except (httpx.HTTPError, OSError):
+        except (httpx.HTTPError, OSError, redis.RedisError):
             value = None
         if value:
             return value
@@ -43,10 +43,53 @@ def wait_until(
         time.sleep(interval)
 
 
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, with nothing kept on disk."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.port = free_port()
+        self.logdir = logdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.logdir),
+                "--logfile",
+                str(self.logdir / "redis.log"),
+            ],
+            start_new_session=True,
+        )
+        wait_until(lambda: redis.Redis.from_url(self.url).ping(), 10, what="redis-server")
+
+    def kill(self) -> None:
+        """SIGKILL: every queued and unacked message is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart_empty(self) -> None:
+        self.kill()
+        self.start()
+
+
 @dataclass
 class Stack:
     database_url: str
-    redis_url: str
     workers: int = 1
     concurrency: int = 4
     env_overrides: dict[str, str] = field(default_factory=dict)
@@ -54,6 +97,20 @@ class Stack:
     sandbox_port: int = field(default_factory=free_port)
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-it-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis: PrivateRedis | None = None
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis is not None
+        return self.redis.url
+
+    @property
+    def failpoints(self) -> Path:
+        return self.logdir / "failpoints"
+
+    def arm(self, **points: float) -> None:
+        """Arm failpoints (name=seconds) in every worker; arm() with nothing disarms all."""
+        self.failpoints.write_text("".join(f"{k}={v}\n" for k, v in points.items()))
 
     @property
     def api_url(self) -> str:
@@ -71,6 +128,7 @@ class Stack:
             SANDBOX_URL=self.sandbox_url,
             ENVIRONMENT="test",
             STATE_DIR=str(self.logdir),
+            FAILPOINTS_FILE=str(self.failpoints),
             PYTHONUNBUFFERED="1",
         )
         env.update(self.env_overrides)
@@ -101,9 +159,9 @@ class Stack:
         return proc
 
     def start(self) -> Stack:
-        client = redis.Redis.from_url(self.redis_url)
-        client.flushdb()
-        client.close()
+        self.arm()
+        self.redis = PrivateRedis(self.logdir)
+        self.redis.start()
         self.spawn("sandbox", "sandbox", "--port", str(self.sandbox_port))
         self.spawn("api", "api", "--port", str(self.api_port))
         for i in range(self.workers):
@@ -116,6 +174,11 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        self._stop_procs()
+        if self.redis is not None:
+            self.redis.kill()
+
+    def _stop_procs(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

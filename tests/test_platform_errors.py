@@ -11,8 +11,8 @@ import pytest
 from shared.settings import Settings
 from worker.platforms import (
     PlatformError,
-    UploadPayload,
     Uploaded,
+    UploadPayload,
     classify_exception,
     classify_response,
 )
@@ -72,12 +72,12 @@ class Scripted:
     """A platform that answers uploads and lookups from scripts, and counts calls."""
 
     uploads: list[Uploaded | PlatformError]
-    lookups: list[Uploaded | None | PlatformError] = field(default_factory=list)
+    lookups: list[Uploaded | PlatformError | None] = field(default_factory=list)
     upload_calls: int = 0
     lookup_calls: int = 0
 
     @staticmethod
-    def _next(script: Iterator[Uploaded | None | PlatformError]) -> Uploaded | None:
+    def _next(script: Iterator[Uploaded | PlatformError | None]) -> Uploaded | None:
         item = next(script)
         if isinstance(item, PlatformError):
             raise item

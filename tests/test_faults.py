@@ -1,0 +1,331 @@
+"""Each fault of DESIGN.md injected for real against running processes, with the invariants
+checked for the posts involved: the right terminal state, one ledger entry or none, none stuck."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from shared.db import engine, new_session
+from shared.models import ScheduledPost
+from tests.factories import TenantFixture, at, make_tenant, schedule, upload
+from tests.stack import ROOT, Stack, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"published", "draft", "failed", "canceled"}
+
+
+def _rows(ids: list[str]) -> dict[str, ScheduledPost]:
+    with new_session() as session:
+        return {
+            p.id: p for p in session.scalars(select(ScheduledPost).where(ScheduledPost.id.in_(ids)))
+        }
+
+
+def _settle(stack: Stack, ids: list[str], timeout: float = 60) -> dict[str, ScheduledPost]:
+    """Wait until every post is terminal; then check one ledger entry per published post."""
+
+    def done() -> dict[str, ScheduledPost] | None:
+        rows = _rows(ids)
+        return rows if all(r.status in TERMINAL for r in rows.values()) else None
+
+    try:
+        rows: dict[str, ScheduledPost] = wait_until(done, timeout, interval=0.25, what="settle")
+    except AssertionError:
+        print({pid: (r.status, r.upload_started_at) for pid, r in _rows(ids).items()})
+        print(stack.logs())
+        raise
+    ledger = Counter(e["idempotencyKey"] for e in stack.ledger()["posts"])
+    ext = {e["idempotencyKey"]: e["externalId"] for e in stack.ledger()["posts"]}
+    for pid, row in rows.items():
+        assert ledger[pid] <= 1, f"{pid} posted {ledger[pid]} times"
+        assert (row.status == "published") == (ledger[pid] == 1), (pid, row.status, row.last_error)
+        if row.status == "published":
+            assert row.external_id == ext[pid]
+    return rows
+
+
+def _failpoint_pid(stack: Stack, name: str, post_id: str, timeout: float = 20) -> int:
+    pattern = re.compile(rf"failpoint {name} post={re.escape(post_id)} pid=(\d+)")
+
+    def find() -> int | None:
+        for log in stack.logdir.glob("worker*.log"):
+            m = pattern.search(log.read_text(errors="replace"))
+            if m:
+                return int(m.group(1))
+        return None
+
+    pid: int = wait_until(find, timeout, what=f"failpoint {name}")
+    return pid
+
+
+def _one_post(api: httpx.Client, tenant: TenantFixture, seconds: float = 1) -> str:
+    cid = upload(api, tenant)
+    (post,) = schedule(api, tenant, cid, at(seconds))
+    return str(post["id"])
+
+
+@pytest.mark.parametrize("point", ["before_claim", "after_claim", "after_upload"])
+def test_worker_killed_at_a_protocol_step(
+    point: str, api: httpx.Client, stack: Stack, live_tenant: TenantFixture
+) -> None:
+    """kill -9 of the process running the task, before the claim, while preparing, and after
+    the upload before recording: the post still goes out, exactly once."""
+    stack.arm(**{point: 60})
+    post_id = _one_post(api, live_tenant)
+    pid = _failpoint_pid(stack, point, post_id)
+    stack.arm()
+    os.kill(pid, signal.SIGKILL)
+    rows = _settle(stack, [post_id], timeout=40)
+    assert rows[post_id].status == "published"
+
+
+def test_worker_killed_mid_upload(
+    api: httpx.Client, stack: Stack, live_tenant: TenantFixture
+) -> None:
+    """The platform is slow; the worker dies while the upload is in flight. The reaper's
+    reconcile asks the platform by key and settles it without a second post."""
+    stack.set_faults(latency_ms=2500)
+    post_id = _one_post(api, live_tenant)
+
+    def uploading() -> ScheduledPost | None:
+        row = _rows([post_id])[post_id]
+        return row if row.upload_started_at is not None else None
+
+    row = wait_until(uploading, 20, interval=0.05, what="upload started")
+    wait_until(lambda: stack.ledger()["requests"] >= 1, 5, interval=0.05, what="request sent")
+    os.kill(int(row.owner.split(":")[1]), signal.SIGKILL)
+    stack.set_faults(latency_ms=0)
+    rows = _settle(stack, [post_id], timeout=40)
+    assert rows[post_id].status == "published"
+
+
+def test_whole_worker_node_killed_then_restarted(
+    api: httpx.Client, stack: Stack, live_tenant: TenantFixture
+) -> None:
+    """Both worker nodes killed with their ETA messages unacked, then started again: the
+    posts they held are re-dispatched and go out once."""
+    cid = upload(api, live_tenant)
+    posts = schedule(api, live_tenant, cid, at(4), list(live_tenant.accounts.values()))
+    ids = [p["id"] for p in posts]
+    wait_until(lambda: all(r.task_id for r in _rows(ids).values()), 10, what="dispatched")
+    time.sleep(1)  # let the workers receive and hold the ETA messages
+    for name in ("worker0", "worker1"):
+        os.killpg(stack.procs[name].pid, signal.SIGKILL)
+        stack.procs[name].wait()
+    for name in ("worker0", "worker1"):
+        stack.start_worker(name)
+    rows = _settle(stack, ids, timeout=40)
+    assert {r.status for r in rows.values()} == {"published"}
+
+
+def test_redis_restarted_empty(api: httpx.Client, stack: Stack, live_tenant: TenantFixture) -> None:
+    """Every queued and ETA message is lost with Redis; PostgreSQL still knows every post,
+    and each goes out once."""
+    tenant = make_tenant("Flush", sandbox_url=stack.sandbox_url, extra_accounts=10)
+    cid = upload(api, tenant)
+    soon = schedule(api, tenant, cid, at(3), tenant.extra_accounts[:5])
+    later = schedule(api, tenant, cid, at(8), tenant.extra_accounts[5:])
+    ids = [p["id"] for p in soon + later]
+    wait_until(lambda: all(r.task_id for r in _rows(ids).values()), 10, what="dispatched")
+    stack.redis.restart_empty()  # type: ignore[union-attr]
+    rows = _settle(stack, ids, timeout=60)
+    assert {r.status for r in rows.values()} == {"published"}
+    for pid in ids:
+        assert rows[pid].published_at >= rows[pid].scheduled_for  # type: ignore[operator]
+
+
+def test_task_delivered_twice(api: httpx.Client, stack: Stack, live_tenant: TenantFixture) -> None:
+    """The same publish task, and a second task for the same post and token, end in one upload."""
+    post_id = _one_post(api, live_tenant, seconds=2)
+    row = wait_until(lambda: (r := _rows([post_id])[post_id]).task_id and r, 10)
+    script = (
+        "from worker.celery_app import app\n"
+        f"app.send_task('publishing.publish', args=['{post_id}', {row.dispatch_version}],"
+        f" task_id='{row.task_id}', queue='publishing')\n"
+        f"app.send_task('publishing.publish', args=['{post_id}', {row.dispatch_version}],"
+        " queue='publishing')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=stack.env(), check=True)
+    rows = _settle(stack, [post_id])
+    assert rows[post_id].status == "published"
+    assert rows[post_id].attempts == 1
+
+
+def test_database_connections_killed_mid_flight(
+    api: httpx.Client, stack: Stack, live_tenant: TenantFixture
+) -> None:
+    """pg_terminate_backend on the workers' connections, over and over, while posts publish:
+    each lost transaction is retried, no post is lost or doubled."""
+    tenant = make_tenant("Terminator", sandbox_url=stack.sandbox_url, extra_accounts=30)
+    cid = upload(api, tenant)
+    posts = schedule(api, tenant, cid, at(2), tenant.extra_accounts)
+    ids = [p["id"] for p in posts]
+    stop = threading.Event()
+    killed = 0
+
+    def terminator() -> None:
+        nonlocal killed
+        with engine().connect() as conn:
+            while not stop.is_set():
+                killed += len(
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'publisher.worker'"
+                        )
+                    ).all()
+                )
+                conn.commit()
+                time.sleep(0.03)
+
+    t = threading.Thread(target=terminator)
+    t.start()
+    try:
+        time.sleep(6)
+    finally:
+        stop.set()
+        t.join()
+    assert killed > 0
+    rows = _settle(stack, ids, timeout=60)
+    assert {r.status for r in rows.values()} == {"published"}
+
+
+@pytest.mark.parametrize(
+    ("faults", "retried"),
+    [
+        ({"rate_429": 0.5, "retry_after_s": 0.2, "seed": 1}, True),
+        ({"rate_503": 0.5, "seed": 2}, True),
+        # A lost response is settled by lookup: the platform never sees a second POST.
+        ({"rate_lost": 0.5, "seed": 3}, False),
+        ({"rate_429": 0.2, "rate_503": 0.2, "rate_lost": 0.2, "latency_ms": 50, "seed": 4}, True),
+    ],
+    ids=["429", "503", "lost", "mixed"],
+)
+def test_flaky_platform(
+    faults: dict[str, Any], retried: bool, api: httpx.Client, stack: Stack
+) -> None:
+    """429 (with Retry-After), 503 and lost responses: retried under one key, resolved by
+    lookup; every post published exactly once."""
+    tenant = make_tenant("Flaky", sandbox_url=stack.sandbox_url, extra_accounts=12)
+    stack.set_faults(**faults)
+    cid = upload(api, tenant)
+    ids = [p["id"] for p in schedule(api, tenant, cid, at(1), tenant.extra_accounts)]
+    rows = _settle(stack, ids, timeout=60)
+    assert {r.status for r in rows.values()} == {"published"}
+    requests = stack.ledger()["requests"]
+    assert requests > len(ids) if retried else requests == len(ids)
+
+
+def test_platform_that_cannot_say_gives_outcome_unknown(
+    api: httpx.Client, stack: Stack, live_tenant: TenantFixture
+) -> None:
+    """The response is lost and every lookup fails: failed with UPLOAD_OUTCOME_UNKNOWN, for an
+    operator to settle, and no blind second upload."""
+    stack.set_faults(rate_lost=1.0, rate_lookup_503=1.0)
+    post_id = _one_post(api, live_tenant)
+    rows = wait_until(
+        lambda: (r := _rows([post_id]))[post_id].status in TERMINAL and r, 60, what="failed"
+    )
+    row = rows[post_id]
+    assert row.status == "failed"
+    assert row.last_error["code"] == "UPLOAD_OUTCOME_UNKNOWN"
+    assert stack.ledger()["requests"] == 1
+
+
+def test_sigterm_lets_a_running_upload_finish(
+    api: httpx.Client, stack: Stack, live_tenant: TenantFixture
+) -> None:
+    """Warm shutdown: the worker stops taking work but the upload in flight completes and is
+    recorded before the process exits."""
+    stack.set_faults(latency_ms=2000)
+    post_id = _one_post(api, live_tenant)
+    row = wait_until(
+        lambda: (r := _rows([post_id])[post_id]).upload_started_at is not None and r,
+        20,
+        interval=0.05,
+    )
+    pid = int(row.owner.split(":")[1])
+    node = next(
+        n for n, p in stack.procs.items() if n.startswith("worker") and _is_parent(p.pid, pid)
+    )
+    stack.procs[node].send_signal(signal.SIGTERM)
+    stack.procs[node].wait(timeout=30)
+    rows = _settle(stack, [post_id], timeout=5)
+    assert rows[post_id].status == "published"
+    stack.start_worker(node)
+
+
+def _is_parent(parent: int, child: int) -> bool:
+    try:
+        stat = Path(f"/proc/{child}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+
+
+def test_api_answers_503_while_the_database_is_down(stack: Stack) -> None:
+    """No database: the API answers 503 UNAVAILABLE in the envelope, quickly; /healthz stays up."""
+    port = free_port()
+    env = stack.env() | {"DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:{free_port()}/x"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "api", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, 20)
+        started = time.monotonic()
+        r = httpx.get(
+            f"{base}/v1/scheduled-posts/sp_00000000-0000-4000-8000-000000000000",
+            headers={"Authorization": "Bearer lp_live_abc_def"},
+            timeout=20,
+        )
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "UNAVAILABLE"
+        assert r.json()["error"]["requestId"] == r.headers["x-request-id"]
+        assert time.monotonic() - started < 10
+        assert httpx.get(f"{base}/readyz").status_code == 503
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_worker_healthcheck(stack: Stack) -> None:
+    """The orchestrator's probe: 0 with the worker answering, non-zero for an unknown node."""
+    ok = subprocess.run(
+        [sys.executable, "-m", "cli", "healthcheck", "worker", "--name", "worker0@%h"],
+        check=False,
+        cwd=ROOT,
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0, ok.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "cli", "healthcheck", "worker", "--name", "nobody@nowhere"],
+        check=False,
+        cwd=ROOT,
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode != 0
