@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.envelope import current_request_id
@@ -31,7 +32,18 @@ class Principal:
         return Actor(self.organization_id, self.key_id, current_request_id())
 
 
+# Declares the scheme in the OpenAPI document; the header itself is parsed below, so that a
+# missing key and a malformed one get their own messages.
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    bearerFormat="lp_<env>_<keyId>_<secret>",
+    description="An API key of one organization, with scopes.",
+)
+
+
 def _principal(
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     if not authorization:

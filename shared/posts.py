@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, tuple_
+from sqlalchemy import Select, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared import ids
+from shared.clock import ceil_second
 from shared.errors import Conflict, NotFound, Validation
 from shared.models import (
     AuditLog,
@@ -108,7 +109,8 @@ def schedule(
     now: datetime,
     task_id_for_now: bool = False,
 ) -> list[ScheduledPost]:
-    """Create one `queued` post per target, all or nothing.
+    """Create one `queued` post per target, all or nothing, due at `scheduled_for` rounded
+    up to a whole second (the resolution of `scheduledFor` on the wire).
 
     With `task_id_for_now` (publish-now) each post gets its task id at once, so the caller can
     send its ETA task right after commit instead of waiting for the dispatcher.
@@ -128,6 +130,9 @@ def schedule(
         )
     }
     wanted_ids = [t.scheduled_post_id for t in targets if t.scheduled_post_id]
+    # Two requests naming the same new id: the second waits here, then sees it taken.
+    for wanted in sorted(set(wanted_ids)):
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(wanted, 0))))
     taken = set(
         session.scalars(select(ScheduledPost.id).where(ScheduledPost.id.in_(wanted_ids)))
         if wanted_ids
@@ -162,6 +167,7 @@ def schedule(
     if issues:
         raise Validation(issues)
 
+    scheduled_for = ceil_second(scheduled_for)
     posts = []
     for t in targets:
         account = accounts[t.social_account_id]
@@ -255,7 +261,7 @@ def reschedule(
         )
     old_task = post.task_id
     previous = post.scheduled_for
-    post.scheduled_for = scheduled_for
+    post.scheduled_for = ceil_second(scheduled_for)
     post.dispatch_version += 1
     post.task_id = None
     post.dispatched_at = None

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -171,7 +171,7 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
     threads cancelling each one at a moment spread around that instant."""
     tenant = make_tenant("Racer", sandbox_url=stack.sandbox_url, extra_accounts=50)
     containers = [upload(api, tenant, caption=f"wave {i}") for i in range(4)]
-    instant = utcnow() + timedelta(seconds=4)
+    instant = utcnow().replace(microsecond=0) + timedelta(seconds=4)
     post_ids: list[str] = []
     for cid in containers:
         r = api.post(
@@ -184,6 +184,10 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
         )
         assert r.status_code == 201, r.text
         post_ids += [p["id"] for p in r.json()["items"]]
+        # The stored instant (whole seconds) is what the workers claim at.
+        instant = datetime.fromisoformat(
+            r.json()["items"][0]["scheduledFor"].replace("Z", "+00:00")
+        )
     assert len(post_ids) == 200
 
     rng = random.Random(11)
