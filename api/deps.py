@@ -43,7 +43,7 @@ _bearer = HTTPBearer(
 
 
 def _principal(
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     if not authorization:
