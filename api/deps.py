@@ -6,16 +6,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.envelope import current_request_id
 from shared.clock import utcnow
 from shared.db import new_session, transaction
-from shared.errors import ForbiddenScope, Unauthenticated
+from shared.errors import ForbiddenScope, RateLimited, Unauthenticated
 from shared.keys import authenticate, has_scope
 from shared.posts import Actor
+from shared.ratelimit import limiter
+from shared.settings import get_settings
+
+RATE_LIMIT_HEADERS = "rate_limit_headers"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Principal:
     key_id: str
     scopes: tuple[str, ...]
     env: str
+    rate_limit_read: int | None = None
+    rate_limit_write: int | None = None
 
     def actor(self) -> Actor:
         """This caller as recorded on the audit log."""
@@ -53,19 +59,48 @@ def _principal(
         raise Unauthenticated("Authorization must be 'Bearer <key>'")
     with transaction() as tx:
         key = authenticate(tx.session, token.strip(), now=utcnow())
-        return Principal(key.organization_id, key.id, tuple(key.scopes), key.env)
+        return Principal(
+            key.organization_id,
+            key.id,
+            tuple(key.scopes),
+            key.env,
+            key.rate_limit_read,
+            key.rate_limit_write,
+        )
 
 
 def require(scope: str) -> Callable[..., Principal]:
     """A dependency that authenticates and demands `scope` (deny by default)."""
 
-    def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    def dependency(
+        request: Request, principal: Annotated[Principal, Depends(_principal)]
+    ) -> Principal:
         if not has_scope(principal.scopes, scope):
             raise ForbiddenScope(f"This key lacks the {scope} scope", {"requiredScope": scope})
+        _rate_limit(request, principal)
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency
+
+
+def _rate_limit(request: Request, principal: Principal) -> None:
+    """Reads and writes are limited apart, per key; over the limit is 429 RATE_LIMITED."""
+    settings = get_settings()
+    if request.method in ("GET", "HEAD"):
+        klass, limit = "read", principal.rate_limit_read or settings.rate_limit_read_per_min
+    else:
+        klass, limit = "write", principal.rate_limit_write or settings.rate_limit_write_per_min
+    decision = limiter().check(principal.key_id, klass, limit)
+    if decision is None:
+        return
+    setattr(request.state, RATE_LIMIT_HEADERS, decision.headers())
+    if not decision.allowed:
+        raise RateLimited(
+            f"Over this key's {klass} limit of {limit} requests per minute",
+            {"limit": limit, "class": klass},
+            decision.headers(),
+        )
 
 
 def read_session() -> Iterator[Session]:

@@ -56,6 +56,14 @@ class RequestIdMiddleware:
                 started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
+                # Rate-limit headers on every answer to a counted request, errors included.
+                extra = scope.get("state", {}).get("rate_limit_headers") or {}
+                present = {name.lower() for name, _ in headers}
+                headers += [
+                    (k.lower().encode(), v.encode())
+                    for k, v in extra.items()
+                    if k.lower().encode() not in present
+                ]
                 message["headers"] = headers
             await send(message)
 
@@ -126,7 +134,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PublisherError)
     async def _publisher_error(_: Request, exc: PublisherError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

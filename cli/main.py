@@ -146,7 +146,15 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
     with transaction() as tx:
         if tx.session.get(Organization, args.org) is None:
             raise NotFound(f"no organization {args.org}")
-        key = create_key(tx.session, args.org, scopes, env=args.env, name=args.name)
+        key = create_key(
+            tx.session,
+            args.org,
+            scopes,
+            env=args.env,
+            name=args.name,
+            rate_limit_read=args.rate_read,
+            rate_limit_write=args.rate_write,
+        )
     _emit(
         {
             "id": key.id,
@@ -312,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kc.add_argument("--env", choices=["live", "test"], default="live")
     kc.add_argument("--name", default="")
+    kc.add_argument("--rate-read", type=int, default=None, help="reads per minute for this key")
+    kc.add_argument("--rate-write", type=int, default=None, help="writes per minute for this key")
     kc.add_argument("--json", action="store_true")
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("key_id")

@@ -11,10 +11,16 @@ class PublisherError(Exception):
     code: ClassVar[str] = "INTERNAL"
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details or {}
+        self.headers: dict[str, str] = headers or {}
 
 
 class Unauthenticated(PublisherError):

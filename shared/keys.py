@@ -40,9 +40,19 @@ def _hash(secret: str) -> bytes:
 
 
 def create_key(
-    session: Session, organization_id: str, scopes: list[str], *, env: str = "live", name: str = ""
+    session: Session,
+    organization_id: str,
+    scopes: list[str],
+    *,
+    env: str = "live",
+    name: str = "",
+    rate_limit_read: int | None = None,
+    rate_limit_write: int | None = None,
 ) -> IssuedKey:
-    """Create a key for the organization with exactly these scopes."""
+    """Create a key for the organization with exactly these scopes (and its own limits)."""
+    for path, value in (("rateLimitRead", rate_limit_read), ("rateLimitWrite", rate_limit_write)):
+        if value is not None and value < 1:
+            raise Validation.at(path, "a rate limit is a positive number of requests per minute")
     bad = sorted(set(scopes) - SCOPES)
     if bad or not scopes:
         raise Validation.at("scopes", f"Unknown or empty scopes: {', '.join(bad) or '(none)'}")
@@ -58,6 +68,8 @@ def create_key(
             secret_hash=_hash(secret),
             scopes=sorted(set(scopes)),
             name=name,
+            rate_limit_read=rate_limit_read,
+            rate_limit_write=rate_limit_write,
         )
     )
     return IssuedKey(

@@ -96,6 +96,9 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Requests per minute for this key (reads, writes); None uses the deployment's default.
+    rate_limit_read: Mapped[int | None] = mapped_column(Integer)
+    rate_limit_write: Mapped[int | None] = mapped_column(Integer)
 
 
 class SocialAccount(Base):

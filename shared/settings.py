@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     platform_backoff_base_s: float = Field(default=0.5, ge=0)
     platform_backoff_cap_s: float = Field(default=8.0, ge=0)
 
+    # Requests per minute per API key, by endpoint class; a key may carry its own.
+    rate_limit_read_per_min: int = Field(default=1200, ge=1)
+    rate_limit_write_per_min: int = Field(default=300, ge=1)
+
     flower_user: str = "publisher"
     flower_password: str = DEFAULT_FLOWER_PASSWORD
     state_dir: str = "var"

@@ -31,10 +31,10 @@ class TenantFixture:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def key_with(self, *scopes: str) -> dict[str, str]:
+    def key_with(self, *scopes: str, **limits: int) -> dict[str, str]:
         """Headers for a fresh key of this organization with exactly these scopes."""
         with transaction() as tx:
-            key = create_key(tx.session, self.organization_id, list(scopes))
+            key = create_key(tx.session, self.organization_id, list(scopes), **limits)
         return {"Authorization": f"Bearer {key.token}"}
 
 

@@ -59,5 +59,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         500: "A bug (INTERNAL); no internals leak",
         503: "A dependency is down (UNAVAILABLE); retry",
     }
-    wanted = sorted({401, 403, 422, 500, 503, *statuses})
+    wanted = sorted({401, 403, 422, 429, 500, 503, *statuses})
     return {s: {"model": ErrorEnvelopeDoc, "description": text[s]} for s in wanted}
