@@ -22,11 +22,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import create_engine, make_url, text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
+from harness.stack import Stack  # noqa: E402
 from shared.db import engine, init_engine  # noqa: E402
 from shared.migrate import migrate  # noqa: E402
 from shared.models import Base  # noqa: E402
 from tests.factories import TenantFixture, make_tenant  # noqa: E402
-from tests.stack import Stack  # noqa: E402
 
 
 def _drop_database(url: str) -> None:

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from harness.stack import ROOT, Stack, free_port, wait_until
 from shared.db import engine, new_session
 from shared.models import ScheduledPost
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
-from tests.stack import ROOT, Stack, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from harness.stack import Stack, wait_until
 from shared.db import new_session
 from shared.models import AuditLog
 from tests.factories import TenantFixture, at, schedule, upload
-from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.integration
 

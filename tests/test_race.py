@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from harness.stack import Stack, wait_until
 from shared import posts
 from shared.clock import utcnow
 from shared.content import create_container, get_project
@@ -26,7 +27,6 @@ from shared.db import new_session, transaction
 from shared.errors import Conflict
 from shared.models import AuditLog, PostStatus, ScheduledPost
 from tests.factories import TenantFixture, iso_ms, make_tenant, upload
-from tests.stack import Stack, wait_until
 
 LEASE = timedelta(seconds=60)
 REASON = "race test"

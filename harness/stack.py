@@ -1,4 +1,5 @@
-"""A real stack for the integration tier: sandbox, API, Celery worker(s) and beat as processes."""
+"""A whole deployment as local processes: a private redis-server, the sandbox, the API, Celery
+workers and beat. Used by the integration tests, chaos runs and benchmarks."""
 
 from __future__ import annotations
 
