@@ -29,6 +29,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install services
+	@scripts/ensure-test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest

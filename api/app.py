@@ -12,12 +12,14 @@ from sqlalchemy import text
 from api import envelope
 from api.presenters import json_response
 from api.routes import content, scheduled_posts, social_accounts
+from shared import logs, metrics
 from shared.db import engine, init_engine
 from shared.settings import get_settings
 
 
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    logs.configure("api")
     init_engine("publisher.api")
     yield
     engine().dispose()
@@ -59,7 +61,7 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     envelope.install(app)
-    app.add_middleware(envelope.RequestIdMiddleware)
+    app.add_middleware(envelope.EdgeMiddleware)
     for module in (content, social_accounts, scheduled_posts):
         app.include_router(module.router)
     app.add_api_route(
@@ -68,6 +70,15 @@ def create_app() -> FastAPI:
         methods=["GET"],
         tags=["health"],
         summary="The process is up",
+    )
+    app.add_api_route(
+        "/metrics",
+        lambda: Response(
+            metrics.exposition(metrics.registry(with_post_state=True)),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        ),
+        methods=["GET"],
+        include_in_schema=False,
     )
     app.add_api_route(
         "/readyz",

@@ -75,6 +75,8 @@ def require(scope: str) -> Callable[..., Principal]:
     def dependency(
         request: Request, principal: Annotated[Principal, Depends(_principal)]
     ) -> Principal:
+        # For the access log line, which the edge middleware writes once the answer is out.
+        request.state.organization_id = principal.organization_id
         if not has_scope(principal.scopes, scope):
             raise ForbiddenScope(f"This key lacks the {scope} scope", {"requiredScope": scope})
         _rate_limit(request, principal)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
-from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,22 +17,24 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import logs, metrics
 from shared.errors import PublisherError
 
 log = logging.getLogger("publisher.api")
+access = logging.getLogger("publisher.api.access")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
-request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 
 
 def current_request_id() -> str:
     """The id of the request being served (set by the middleware)."""
-    return request_id_var.get()
+    return logs.request_id.get() or ""
 
 
-class RequestIdMiddleware:
-    """Echo the caller's `X-Request-Id` (if sane) or mint one, on every response."""
+class EdgeMiddleware:
+    """The outermost layer: echo the caller's `X-Request-Id` (if sane) or mint one, add the
+    rate-limit headers, and record one access log line and the request metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -47,13 +49,16 @@ class RequestIdMiddleware:
                 given = value.decode("latin-1")
                 break
         rid = given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
-        token = request_id_var.set(rid)
+        token = logs.request_id.set(rid)
         started = False
+        status = 500
+        began = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = int(message["status"])
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
                 # Rate-limit headers on every answer to a counted request, errors included.
@@ -77,7 +82,28 @@ class RequestIdMiddleware:
             log.exception("unhandled error")
             await error_response(500, "INTERNAL", "Internal error")(scope, receive, send_with_id)
         finally:
-            request_id_var.reset(token)
+            self._observe(scope, status, time.perf_counter() - began)
+            logs.request_id.reset(token)
+
+    @staticmethod
+    def _observe(scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        # The route's template, never the raw path: ids would explode the label set.
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        metrics.HTTP_REQUESTS.labels(template, method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(template, method).observe(seconds)
+        state = scope.get("state", {})
+        access.info(
+            "request",
+            extra={
+                "method": method,
+                "route": template,
+                "status": status,
+                "durationMs": round(seconds * 1000, 2),
+                "organizationId": state.get("organization_id"),
+            },
+        )
 
 
 def error_response(

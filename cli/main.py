@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -30,6 +31,15 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from shared import logs
+
+    if args.workers > 1:
+        # Several processes: each writes its samples where /metrics can sum them. Set before
+        # anything imports prometheus_client, which reads it once.
+        from shared import metrics_dir
+
+        metrics_dir.prepare("api")
+    logs.configure("api")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -37,12 +47,26 @@ def _cmd_api(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        log_config=None,
         access_log=False,
     )
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    os.environ["PUBLISHER_ROLE"] = "worker"
+    if args.metrics_port:
+        # Prefork children are separate processes: multiprocess mode, set up before
+        # prometheus_client is imported, served from this (the main) process.
+        from shared import metrics_dir
+
+        metrics_dir.prepare("worker")
+        from prometheus_client import start_http_server
+
+        from shared.metrics import registry
+
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry())
+
     from worker.celery_app import app
     from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE
 
@@ -59,11 +83,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_beat(_: argparse.Namespace) -> int:
+    os.environ["PUBLISHER_ROLE"] = "beat"
     from shared.settings import get_settings
     from worker.celery_app import app
 
     state = Path(get_settings().state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    # Beat only sends the ticks; their task-sent events would flood Flower (see worker.tasks).
+    app.conf.task_send_sent_event = False
     app.start(["beat", "--loglevel=INFO", f"--schedule={state / 'celerybeat-schedule'}"])
     return 0
 
@@ -221,17 +248,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     commands = {
         "sandbox": [*me, "sandbox", "--port", str(sandbox_port)],
         "api": [*me, "api", "--host", args.host, "--port", str(args.port)],
-        "worker": [*me, "worker", "--concurrency", str(args.concurrency)],
+        "worker": [
+            *me,
+            "worker",
+            "--concurrency",
+            str(args.concurrency),
+            "--metrics-host",
+            args.host,
+            "--metrics-port",
+            str(args.worker_metrics_port),
+        ],
         "beat": [*me, "beat"],
         "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
     }
     children = {role: subprocess.Popen(cmd) for role, cmd in commands.items()}
     print(
         "\npublisher is up:\n"
-        f"  api      http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs)\n"
+        f"  api      http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs, "
+        "metrics: /metrics)\n"
         f"  flower   http://{args.host}:{args.flower_port}  (user {settings.flower_user})\n"
         f"  sandbox  {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
-        f"  worker   concurrency {args.concurrency}, broker {settings.redis_url}\n"
+        f"  worker   concurrency {args.concurrency}, broker {settings.redis_url}, "
+        f"metrics http://{args.host}:{args.worker_metrics_port}/metrics\n"
         f"  beat     dispatcher tick every {settings.dispatch_interval_s:g}s\n"
         "Ctrl-C stops everything.\n",
         flush=True,
@@ -278,8 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--concurrency", type=int, default=4)
     worker.add_argument(
-        "--name", default=None, help="Celery node name (default publisher-PID@host)"
+        "--name", default=DEFAULT_NODE, help="Celery node name, unique per host (%%h: the host)"
     )
+    worker.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0: off)"
+    )
+    worker.add_argument("--metrics-host", default="0.0.0.0")
 
     sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
 
@@ -302,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--flower-port", type=int, default=5555)
     run.add_argument("--concurrency", type=int, default=4)
+    run.add_argument("--worker-metrics-port", type=int, default=9808)
 
     tenants = sub.add_parser("tenants", help="organizations").add_subparsers(
         dest="action", required=True

@@ -99,6 +99,8 @@ class Stack:
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-it-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: PrivateRedis | None = None
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    flower_url: str | None = None
 
     @property
     def redis_url(self) -> str:
@@ -149,8 +151,18 @@ class Stack:
         return proc
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        port = self.metrics_ports.setdefault(name, free_port())
         proc = self.spawn(
-            name, "worker", "--concurrency", str(self.concurrency), "--name", f"{name}@%h"
+            name,
+            "worker",
+            "--concurrency",
+            str(self.concurrency),
+            "--name",
+            f"{name}@%h",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(port),
         )
         wait_until(
             lambda: b" ready." in (self.logdir / f"{name}.log").read_bytes(),
@@ -173,6 +185,23 @@ class Stack:
         )
         wait_until(lambda: httpx.get(f"{self.api_url}/readyz").status_code == 200, 30, what="api")
         return self
+
+    def start_flower(self, user: str, password: str) -> str:
+        """Flower on a free port with basic auth; returns its base URL."""
+        port = free_port()
+        self.env_overrides.update(FLOWER_USER=user, FLOWER_PASSWORD=password)
+        self.spawn("flower", "flower", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/healthcheck").status_code == 200, 30, what="flower")
+        return url
+
+    def worker_metrics(self) -> str:
+        """Every running worker's /metrics text, concatenated."""
+        return "\n".join(
+            httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            for name, port in self.metrics_ports.items()
+            if self.procs[name].poll() is None
+        )
 
     def stop(self) -> None:
         self._stop_procs()

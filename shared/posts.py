@@ -208,6 +208,7 @@ def schedule(
 class Canceled:
     post: ScheduledPost
     revoke_task_id: str | None
+    previous_status: str
 
 
 def cancel(
@@ -230,7 +231,7 @@ def cancel(
                 {"status": post.status},
             )
         raise Conflict(f"Scheduled post is already {post.status}", {"status": post.status})
-    old_task = post.task_id
+    old_task, previous = post.task_id, post.status
     post.status = PostStatus.CANCELED.value
     post.canceled_at = now
     post.cancel_reason = reason
@@ -240,7 +241,7 @@ def cancel(
     post.lease_expires_at = None
     post.updated_at = now
     _audit(session, actor, "scheduled_post.cancel", post, reason=reason)
-    return Canceled(post, old_task)
+    return Canceled(post, old_task, previous)
 
 
 @dataclass(frozen=True)

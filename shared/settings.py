@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     rate_limit_read_per_min: int = Field(default=1200, ge=1)
     rate_limit_write_per_min: int = Field(default=300, ge=1)
 
+    # /metrics reads posts-by-status from PostgreSQL at most this often.
+    metrics_post_state_ttl_s: float = Field(default=5.0, ge=0)
+
     flower_user: str = "publisher"
     flower_password: str = DEFAULT_FLOWER_PASSWORD
     state_dir: str = "var"

@@ -101,6 +101,7 @@ def stack(database: str) -> Iterator[Stack]:
             # Load tests fire hundreds of requests a second with one key.
             "RATE_LIMIT_READ_PER_MIN": "1000000",
             "RATE_LIMIT_WRITE_PER_MIN": "1000000",
+            "METRICS_POST_STATE_TTL_S": "0",
         },
     )
     try:

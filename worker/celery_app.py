@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from kombu import Exchange, Queue
 
+from shared import logs
 from shared.db import init_engine
 from shared.settings import get_settings
 from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE, TaskName
@@ -78,3 +86,28 @@ app.conf.update(
 def _init_worker_process(**_: Any) -> None:
     # Each prefork child gets its own engine; connections are never shared across a fork.
     init_engine("publisher.worker", pool_size=2)
+
+
+@worker_process_shutdown.connect
+def _forget_worker_process(**_: Any) -> None:
+    # A dead child's live gauges must not be summed in any more (multiprocess metrics).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+@setup_logging.connect
+def _json_logs(**_: Any) -> None:
+    # Connecting here stops Celery from installing its own handlers: JSON lines instead.
+    logs.configure(os.environ.get("PUBLISHER_ROLE", "worker"))
+
+
+@task_prerun.connect
+def _task_context(task_id: str | None = None, **_: Any) -> None:
+    logs.task_id.set(task_id)
+
+
+@task_postrun.connect
+def _task_context_done(**_: Any) -> None:
+    logs.task_id.set(None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-from shared import failpoints, posts
+from shared import failpoints, logs, metrics, posts
 from shared.clock import utcnow
 from shared.content import payload_source
 from shared.db import run_in_transaction, transaction
@@ -82,7 +82,7 @@ def _resolve(adapter: PlatformAdapter, key: str, settings: Settings) -> Uploaded
         try:
             return adapter.lookup(key)
         except PlatformError as exc:
-            log.warning("lookup of %s failed: %s", key, exc)
+            log.warning("platform lookup failed", extra={"postId": key, "error": str(exc)})
             time.sleep(backoff(attempt, settings, exc.retry_after))
     raise _Unknown
 
@@ -113,9 +113,15 @@ def upload_with_retries(
             return adapter.upload(key, payload)
         except PlatformError as exc:
             last = exc
+            kind = (
+                "permanent" if not exc.transient else "ambiguous" if exc.ambiguous else "transient"
+            )
+            metrics.PLATFORM_ERRORS.labels(kind).inc()
             if not exc.transient:
                 return _Failure("PLATFORM_REJECTED", str(exc), exc.platform_code)
-            log.info("upload of %s: transient error, attempt %d: %s", key, attempt + 1, exc)
+            log.info(
+                "platform error", extra={"postId": key, "attempt": attempt + 1, "error": str(exc)}
+            )
             if exc.ambiguous:
                 try:
                     found = _resolve(adapter, key, settings)
@@ -167,7 +173,7 @@ def _upload_and_record(
 
 def _record(post_id: str, token: int, result: Uploaded | _Failure) -> Outcome:
     if isinstance(result, Uploaded):
-        run_in_transaction(
+        recorded = run_in_transaction(
             lambda tx: posts.record_uploaded(
                 tx.session,
                 post_id,
@@ -176,9 +182,10 @@ def _record(post_id: str, token: int, result: Uploaded | _Failure) -> Outcome:
                 now=utcnow(),
             )
         )
-        log.info("post %s: published as %s", post_id, result.external_id)
+        if recorded:
+            logs.transition(post_id, None, "publishing->published", externalId=result.external_id)
         return Outcome.PUBLISHED
-    run_in_transaction(
+    recorded = run_in_transaction(
         lambda tx: posts.record_failed(
             tx.session,
             post_id,
@@ -189,7 +196,10 @@ def _record(post_id: str, token: int, result: Uploaded | _Failure) -> Outcome:
             now=utcnow(),
         )
     )
-    log.warning("post %s: failed %s (%s)", post_id, result.code, result.platform_code)
+    if recorded:
+        logs.transition(
+            post_id, None, "publishing->failed", code=result.code, platformCode=result.platform_code
+        )
     return Outcome.FAILED
 
 
@@ -214,21 +224,30 @@ def run_publish(
         if claimed.result != posts.ClaimResult.EARLY:
             break
         time.sleep(min(claimed.wait.total_seconds(), settings.dispatch_horizon_s))
-    if claimed.post is None:
-        log.info("post %s token %d: stale task, nothing to do", post_id, token)
+    post = claimed.post
+    if post is None:
+        log.info("stale task, nothing to do", extra={"postId": post_id, "token": token})
         return Outcome.STALE
+    logs.transition(
+        post_id, post.organization_id, "queued->publishing", owner=owner, attempt=post.attempts
+    )
 
     # 2. Prepare. A cancel arriving now still wins.
     failpoints.hit("after_claim", post_id)
-    prepared = _prepare(claimed.post, make_adapter, settings)
+    prepared = _prepare(post, make_adapter, settings)
 
     # 3. The point of no return.
     ours = run_in_transaction(
         lambda tx: posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
     )
     if not ours:
-        log.info("post %s: canceled before upload", post_id)
+        log.info("canceled before upload", extra={"postId": post_id})
         return Outcome.CANCELED_BEFORE_UPLOAD
+    lag = (utcnow() - post.scheduled_for).total_seconds()
+    metrics.DISPATCH_LAG.observe(max(0.0, lag))
+    logs.transition(
+        post_id, post.organization_id, "publishing:upload_started", lagMs=round(lag * 1000, 1)
+    )
 
     # 4-5. Upload with the post id as the idempotency key, and record.
     return _upload_and_record(post_id, token, owner, prepared, settings)
@@ -252,33 +271,27 @@ def run_reconcile(
         lambda tx: posts.take_for_reconcile(tx.session, post_id, token, now=utcnow(), lease=lease)
     )
     if post is None:
+        metrics.RECONCILIATIONS.labels("stale").inc()
         return Outcome.STALE
     owner = post.owner or ""
     prepared = _prepare(post, make_adapter, settings)
     try:
         found = _resolve(prepared.adapter, post_id, settings)
     except _Unknown:
-        return _record(
-            post_id,
-            token,
-            _Failure(
-                "UPLOAD_OUTCOME_UNKNOWN",
-                "The platform may hold this post and could not confirm it",
-                None,
-            ),
+        metrics.RECONCILIATIONS.labels("unknown").inc()
+        unknown = _Failure(
+            "UPLOAD_OUTCOME_UNKNOWN",
+            "The platform may hold this post and could not confirm it",
+            None,
         )
+        return _record(post_id, token, unknown)
     if found is not None:
-        log.info("post %s: reconciled, the platform has it", post_id)
+        metrics.RECONCILIATIONS.labels("found").inc()
         return _record(post_id, token, found)
     if post.attempts > settings.max_attempts:
-        return _record(
-            post_id,
-            token,
-            _Failure(
-                "ATTEMPTS_EXHAUSTED",
-                f"Gave up after {post.attempts - 1} attempts",
-                None,
-            ),
-        )
-    log.info("post %s: reconciled, the platform has none; uploading again", post_id)
+        metrics.RECONCILIATIONS.labels("exhausted").inc()
+        spent = _Failure("ATTEMPTS_EXHAUSTED", f"Gave up after {post.attempts - 1} attempts", None)
+        return _record(post_id, token, spent)
+    metrics.RECONCILIATIONS.labels("absent_reuploaded").inc()
+    log.info("reconciled: the platform has none; uploading again", extra={"postId": post_id})
     return _upload_and_record(post_id, token, owner, prepared, settings)

@@ -10,7 +10,7 @@ from functools import partial
 
 from celery import Task
 
-from shared import posts
+from shared import metrics, posts
 from shared.clock import utcnow
 from shared.db import Tx, run_in_transaction
 from shared.settings import get_settings
@@ -26,7 +26,9 @@ log = logging.getLogger("publisher.worker")
 def publish(self: Task[[str, int], str], post_id: str, token: int) -> str:
     """Publish one scheduled post if its fencing token is still current."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{self.request.id}"
-    return run_publish(post_id, token, owner).value
+    outcome = run_publish(post_id, token, owner)
+    metrics.PUBLISHES.labels(outcome.value).inc()
+    return outcome.value
 
 
 @app.task(name=TaskName.RECONCILE)
@@ -76,6 +78,14 @@ def reap_once() -> posts.Reaped:
         return reaped
 
     reaped = run_in_transaction(sweep)
+    counts = {
+        "requeued": len(reaped.requeued),
+        "reconcile": len(reaped.reconcile),
+        "failed": len(reaped.failed),
+    }
+    for action, count in counts.items():
+        if count:
+            metrics.LEASES_EXPIRED.labels(action).inc(count)
     if reaped.requeued or reaped.reconcile or reaped.failed:
         log.warning(
             "reaper: %d requeued, %d to reconcile, %d failed (attempts exhausted)",
@@ -86,13 +96,15 @@ def reap_once() -> posts.Reaped:
     return reaped
 
 
-@app.task(name=TaskName.DISPATCH_DUE, acks_late=False)
+# The ticks send no monitoring events: at one a second they would push the publish tasks
+# operators look for out of Flower's bounded memory.
+@app.task(name=TaskName.DISPATCH_DUE, acks_late=False, send_events=False)
 def dispatch_due() -> int:
     """The beat-driven tick; safe to run twice at once (SKIP LOCKED, task ids on rows)."""
     return dispatch_once()
 
 
-@app.task(name=TaskName.REAP, acks_late=False)
+@app.task(name=TaskName.REAP, acks_late=False, send_events=False)
 def reap_expired() -> int:
     """The beat-driven reaper; safe to run twice at once (SKIP LOCKED)."""
     reaped = reap_once()

@@ -26,10 +26,10 @@ from api.schemas import (
     ScheduleIn,
     TargetIn,
 )
-from shared import content, posts
+from shared import content, logs, metrics, posts
 from shared.clock import iso, utcnow
 from shared.db import Tx, transaction
-from shared.errors import Validation
+from shared.errors import Conflict, Validation
 from shared.models import Mode, PostStatus
 from shared.posts import Dispatch
 from shared.settings import get_settings
@@ -76,6 +76,16 @@ def _create(
         now=now,
         task_id_for_now=send_now,
     )
+    for post in created:
+        tx.after_commit(
+            partial(
+                logs.transition,
+                post.id,
+                principal.organization_id,
+                "->queued",
+                scheduledFor=iso(post.scheduled_for),
+            )
+        )
     if send_now:
         for post in created:
             assert post.task_id is not None
@@ -207,6 +217,15 @@ def reschedule(
         done = posts.reschedule(tx.session, principal.actor(), id, body.scheduled_for, now=now)
         if done.revoke_task_id:
             tx.after_commit(partial(revoke, done.revoke_task_id))
+        tx.after_commit(
+            partial(
+                logs.transition,
+                done.post.id,
+                principal.organization_id,
+                "queued->queued",
+                scheduledFor=iso(done.post.scheduled_for),
+            )
+        )
         return json_response(
             {
                 "id": done.post.id,
@@ -235,12 +254,19 @@ def cancel(
     Wins against a worker that has not started the platform upload; once the upload has
     started, or the post is terminal, answers 409 CONFLICT. `reason` goes to the audit log.
     """
-    with transaction() as tx:
-        done = posts.cancel(
-            tx.session, principal.actor(), id, body.reason if body else None, now=utcnow()
-        )
-        if done.revoke_task_id:
-            tx.after_commit(partial(revoke, done.revoke_task_id))
+    try:
+        with transaction() as tx:
+            done = posts.cancel(
+                tx.session, principal.actor(), id, body.reason if body else None, now=utcnow()
+            )
+            if done.revoke_task_id:
+                tx.after_commit(partial(revoke, done.revoke_task_id))
+    except Conflict as exc:
+        lost = exc.details.get("status") == PostStatus.PUBLISHING
+        metrics.CANCELS.labels("lost_to_upload" if lost else "terminal").inc()
+        raise
+    metrics.CANCELS.labels("won").inc()
+    logs.transition(done.post.id, principal.organization_id, done.previous_status + "->canceled")
     return json_response(
         {"id": done.post.id, "status": "canceled", "canceledAt": iso(done.post.canceled_at)}
     )
