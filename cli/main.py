@@ -208,6 +208,12 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from chaos.run import run
+
+    return run(args)
+
+
 def _cmd_healthcheck_worker(args: argparse.Namespace) -> int:
     """Exit 0 if the named worker answers a broker ping within the timeout."""
     from celery.utils.nodenames import host_format
@@ -369,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("key_id")
 
+    from chaos.options import add_arguments as chaos_arguments
+
+    chaos_arguments(
+        sub.add_parser(
+            "chaos",
+            help="load, faults and the invariant checker, on an isolated stack or --target",
+        )
+    )
+
     health = sub.add_parser("healthcheck", help="probes for orchestrators").add_subparsers(
         dest="action", required=True
     )
@@ -392,6 +407,7 @@ HANDLERS = {
     ("tenants", "create"): _cmd_tenants_create,
     ("keys", "create"): _cmd_keys_create,
     ("keys", "revoke"): _cmd_keys_revoke,
+    ("chaos", None): _cmd_chaos,
     ("healthcheck", "worker"): _cmd_healthcheck_worker,
     ("healthcheck", "api"): _cmd_healthcheck_api,
 }

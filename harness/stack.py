@@ -27,6 +27,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (a Celery node's pool processes, say)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
 ) -> Any:

@@ -11,14 +11,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select, text
 
-from harness.stack import ROOT, Stack, free_port, wait_until
+from harness.stack import ROOT, Stack, children_of, free_port, wait_until
 from shared.db import engine, new_session
 from shared.models import ScheduledPost
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
@@ -260,21 +259,13 @@ def test_sigterm_lets_a_running_upload_finish(
     )
     pid = int(row.owner.split(":")[1])
     node = next(
-        n for n, p in stack.procs.items() if n.startswith("worker") and _is_parent(p.pid, pid)
+        n for n, p in stack.procs.items() if n.startswith("worker") and pid in children_of(p.pid)
     )
     stack.procs[node].send_signal(signal.SIGTERM)
     stack.procs[node].wait(timeout=30)
     rows = _settle(stack, [post_id], timeout=5)
     assert rows[post_id].status == "published"
     stack.start_worker(node)
-
-
-def _is_parent(parent: int, child: int) -> bool:
-    try:
-        stat = Path(f"/proc/{child}/stat").read_text()
-    except OSError:
-        return False
-    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
 
 
 def test_api_answers_503_while_the_database_is_down(stack: Stack) -> None:

@@ -1,0 +1,1 @@
+"""`publisher chaos`: load, faults, a recorded history and a checker of DESIGN.md's invariants."""

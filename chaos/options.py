@@ -1,0 +1,44 @@
+"""The `publisher chaos` options; light to import, since every CLI call builds the parser."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Final
+
+PROCESS_FAULTS: Final = ("worker_kill", "redis_restart", "pg_terminate")
+PLATFORM_FAULTS: Final = ("latency", "http_429", "http_503", "lost_response")
+ALL_FAULTS: Final = PROCESS_FAULTS + PLATFORM_FAULTS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `publisher chaos` options."""
+    parser.add_argument("--posts", type=int, default=400)
+    parser.add_argument("--duration", type=float, default=40.0, help="seconds of waves")
+    parser.add_argument("--workers", type=int, default=3, help="worker nodes (processes)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--faults",
+        default=",".join(ALL_FAULTS),
+        help=f"comma-separated among {', '.join(ALL_FAULTS)}; 'none' for none",
+    )
+    parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
+    parser.add_argument("--settle-timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--bound",
+        type=float,
+        default=120.0,
+        help="seconds after its time by which a post must be terminal",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="local: the run's own database (created, dropped unless --keep)",
+    )
+    parser.add_argument("--report", default="chaos-report.json", help="JSON report path")
+    parser.add_argument("--keep", action="store_true", help="keep the database and logs")
+    parser.add_argument("--target", default=None, help="API base URL of a running deployment")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--project", default=None)
+    parser.add_argument("--sandbox-url", default=None)

@@ -1,0 +1,354 @@
+"""`publisher chaos`: an isolated stack (or --target), load, faults, then the checker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, make_url, select, text
+
+from chaos import checker
+from chaos.faults import Injector
+from chaos.history import FinalPost, History, LedgerEntry
+from chaos.load import Client, Load, Plan, parse
+from chaos.options import PLATFORM_FAULTS
+from harness.stack import Stack, wait_until
+from shared.models import AuditLog, ScheduledPost
+
+# Short leases and graces so recovery from each fault shows within seconds, not minutes.
+CHAOS_ENV = {
+    "LEASE_S": "10",
+    "REDISPATCH_GRACE_S": "5",
+    "REAP_INTERVAL_S": "1",
+    "PLATFORM_TIMEOUT_S": "5",
+    "PLATFORM_BACKOFF_BASE_S": "0.1",
+    "PLATFORM_BACKOFF_CAP_S": "2",
+    "RATE_LIMIT_READ_PER_MIN": "10000000",
+    "RATE_LIMIT_WRITE_PER_MIN": "10000000",
+}
+
+
+def _default_db() -> str:
+    from shared.settings import get_settings
+
+    return str(make_url(get_settings().database_url).set(database="publisher_chaos"))
+
+
+def _reset_database(url: str) -> None:
+    from shared.migrate import migrate
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+    migrate(url)
+
+
+def _read_state(history: History, post_ids: list[str], database_url: str) -> None:
+    db = create_engine(database_url)
+    with db.connect() as conn:
+        for row in conn.execute(select(ScheduledPost).where(ScheduledPost.id.in_(post_ids))).all():
+            p = row._mapping
+            terminal = p["status"] in checker.TERMINAL
+            history.posts[p["id"]] = FinalPost(
+                p["id"],
+                p["status"],
+                p["scheduled_for"],
+                p["external_id"],
+                (p["last_error"] or {}).get("code"),
+                (p["canceled_at"] or p["updated_at"]) if terminal else None,
+            )
+        audit: dict[str, list[str | None]] = {}
+        for target, reason in conn.execute(
+            select(AuditLog.target_id, AuditLog.reason).where(
+                AuditLog.action == "scheduled_post.cancel"
+            )
+        ).all():
+            audit.setdefault(target, []).append(reason)
+        history.audit = audit
+    db.dispose()
+
+
+def _read_state_over_api(history: History, client: Client, post_ids: list[str]) -> None:
+    for pid in post_ids:
+        r = client.http.get(f"/v1/scheduled-posts/{pid}")
+        if r.status_code != 200:
+            continue
+        p = r.json()
+        terminal = p["status"] in checker.TERMINAL
+        history.posts[pid] = FinalPost(
+            pid,
+            p["status"],
+            parse(p["scheduledFor"]),
+            p["externalId"],
+            (p["lastError"] or {}).get("code"),
+            parse(p["canceledAt"] or p["updatedAt"]) if terminal else None,
+        )
+
+
+def _read_ledger(history: History, sandbox_url: str) -> None:
+    body = httpx.get(f"{sandbox_url.rstrip('/')}/ledger", timeout=60).json()
+    history.ledger = [
+        LedgerEntry(e["idempotencyKey"], e["externalId"], parse(e["receivedAt"]))
+        for e in body["posts"]
+    ]
+    history.ledger_requests = int(body["requests"])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _reaper_counts(stack: Stack | None) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    if stack is None:
+        return counts
+    pattern = re.compile(r"reaper: (\d+) requeued, (\d+) to reconcile, (\d+) failed")
+    for log in stack.logdir.glob("worker*.log"):
+        for m in pattern.finditer(log.read_text(errors="replace")):
+            counts["requeued"] += int(m[1])
+            counts["reconciliations"] += int(m[2])
+            counts["attempts_exhausted"] += int(m[3])
+    return counts
+
+
+def report(
+    history: History, verdicts: list[checker.Verdict], stack: Stack | None, elapsed: float
+) -> dict[str, Any]:
+    """Totals and percentiles, for people (printed) and machines (JSON)."""
+    cancels = [c for c in history.calls if c.kind == "cancel"]
+    resched = [c for c in history.calls if c.kind == "reschedule"]
+    statuses = Counter(p.status for p in history.posts.values())
+    lag_ms = [
+        (e.received_at - history.posts[e.idempotency_key].scheduled_for).total_seconds() * 1000
+        for e in history.ledger
+        if e.idempotency_key in history.posts
+    ]
+    api_latency = [(c.answered_at - c.sent_at) * 1000 for c in history.calls if c.kind == "cancel"]
+    reaper = _reaper_counts(stack)
+    return {
+        "elapsedSeconds": round(elapsed, 1),
+        "posts": len(history.posts),
+        "finalStatus": dict(statuses),
+        "cancels": {
+            "won": sum(c.status == 200 for c in cancels),
+            "lost": sum(c.status == 409 for c in cancels),
+            "other": sum(c.status not in (200, 409) for c in cancels),
+        },
+        "reschedules": {
+            "moved": sum(c.status == 200 for c in resched),
+            "refused": sum(c.status == 409 for c in resched),
+            "other": sum(c.status not in (200, 409) for c in resched),
+        },
+        "reads": sum(c.kind == "read" for c in history.calls),
+        "apiErrors5xxOrNoAnswer": sum(c.status == 0 or c.status >= 500 for c in history.calls),
+        "faults": dict(Counter(f.kind for f in history.faults)),
+        "faultsFailedToInject": sum("injection failed" in f.detail for f in history.faults),
+        "platformRetries": max(0, history.ledger_requests - len(history.ledger)),
+        "reaper": dict(reaper),
+        "publishLagMs": {
+            "p50": round(_pct(lag_ms, 0.50), 1),
+            "p90": round(_pct(lag_ms, 0.90), 1),
+            "p99": round(_pct(lag_ms, 0.99), 1),
+            "max": round(max(lag_ms, default=0.0), 1),
+            "mean": round(statistics.fmean(lag_ms), 1) if lag_ms else 0.0,
+        },
+        "cancelLatencyMs": {
+            "p50": round(_pct(api_latency, 0.5), 1),
+            "p99": round(_pct(api_latency, 0.99), 1),
+        },
+        "invariants": [
+            {
+                "number": v.number,
+                "name": v.name,
+                "checked": v.checked,
+                "unit": v.unit,
+                "violations": len(v.violations),
+                "ok": v.ok,
+                "note": v.note,
+            }
+            for v in verdicts
+        ],
+    }
+
+
+def _print_report(rep: dict[str, Any], verdicts: list[checker.Verdict]) -> None:
+    print(
+        f"\nchaos: {rep['posts']:,} posts in {rep['elapsedSeconds']}s — "
+        f"final {rep['finalStatus']}\n"
+        f"  cancels won {rep['cancels']['won']:,}, lost {rep['cancels']['lost']:,}; "
+        f"reschedules {rep['reschedules']['moved']:,} moved, "
+        f"{rep['reschedules']['refused']:,} refused; reads {rep['reads']:,}\n"
+        f"  faults {rep['faults']}; platform retries {rep['platformRetries']:,}; "
+        f"reaper {rep['reaper']}\n"
+        f"  publish lag ms p50 {rep['publishLagMs']['p50']} p90 {rep['publishLagMs']['p90']} "
+        f"p99 {rep['publishLagMs']['p99']} max {rep['publishLagMs']['max']}; "
+        f"cancel latency ms p50 {rep['cancelLatencyMs']['p50']} "
+        f"p99 {rep['cancelLatencyMs']['p99']}"
+    )
+    for v in verdicts:
+        print("  " + v.line())
+
+
+def run(args: argparse.Namespace) -> int:
+    """One chaos run; exit 1 on any violation (with each post's full history), 2 on misuse."""
+    kinds = (
+        []
+        if args.faults.strip() == "none"
+        else [k.strip() for k in args.faults.split(",") if k.strip()]
+    )
+    history = History()
+    stack: Stack | None = None
+    started = time.time()
+    local = args.target is None
+    database_url: str | None = args.database_url
+    if local:
+        database_url = database_url or _default_db()
+        _reset_database(database_url)
+        stack = Stack(
+            database_url=database_url,
+            workers=args.workers,
+            concurrency=args.concurrency,
+            env_overrides=dict(CHAOS_ENV),
+        )
+        stack.start()
+        api_url, sandbox_url = stack.api_url, stack.sandbox_url
+        api_key, project_id, accounts = _local_tenant(database_url, sandbox_url)
+        print(f"chaos: stack up (logs in {stack.logdir})", flush=True)
+    else:
+        if not (args.api_key and args.project and args.sandbox_url):
+            print(
+                "publisher: --target needs --api-key, --project and --sandbox-url", file=sys.stderr
+            )
+            return 2
+        if set(kinds) - set(PLATFORM_FAULTS):
+            print(
+                "publisher: with --target only platform faults can be injected: "
+                + ", ".join(PLATFORM_FAULTS),
+                file=sys.stderr,
+            )
+            return 2
+        api_url, sandbox_url, api_key, project_id = (
+            args.target,
+            args.sandbox_url,
+            args.api_key,
+            args.project,
+        )
+        accounts = []
+    client = Client(api_url, api_key, history)
+    if not accounts:
+        r = client.http.get(f"/v1/projects/{project_id}/social-accounts", params={"limit": 100})
+        r.raise_for_status()
+        accounts = [a["id"] for a in r.json()["items"]]
+    injector = Injector(
+        kinds,
+        args.fault_every,
+        args.seed,
+        history,
+        sandbox_url,
+        stack,
+        database_url if local else None,
+    )
+    try:
+        load = Load(
+            client,
+            project_id,
+            accounts,
+            Plan(posts=args.posts, duration_s=args.duration, seed=args.seed),
+            clients=args.clients,
+        )
+        injector.start()
+        try:
+            load.run()
+        finally:
+            injector.stop()
+        print(f"chaos: load done ({len(load.post_ids):,} posts); settling", flush=True)
+        _settle(client, load.post_ids, args.settle_timeout)
+        _read_ledger(history, sandbox_url)
+        if local and database_url:
+            _read_state(history, load.post_ids, database_url)
+        else:
+            _read_state_over_api(history, client, load.post_ids)
+        verdicts = checker.check(history, checker.Bounds(settle=timedelta(seconds=args.bound)))
+        rep = report(history, verdicts, stack, time.time() - started)
+        _print_report(rep, verdicts)
+        Path(args.report).write_text(json.dumps(rep, indent=2))
+        history.dump(Path(args.report).with_suffix(".history.json"))
+        print(f"chaos: report {args.report}")
+        bad = [v for v in verdicts if not v.ok]
+        for v in bad:
+            for pid in list(v.violations)[:20]:
+                print(f"\nviolation of {v.number} ({v.name}): {v.violations[pid]}")
+                print(checker.explain(history, pid))
+        return 1 if bad else 0
+    finally:
+        if stack is not None:
+            stack.stop()
+            if not args.keep and database_url:
+                admin_url = make_url(database_url)
+                admin = create_engine(
+                    admin_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+                )
+                with admin.connect() as conn:
+                    conn.execute(
+                        text(f'DROP DATABASE IF EXISTS "{admin_url.database}" WITH (FORCE)')
+                    )
+                admin.dispose()
+
+
+def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
+    """Wait (bounded) until every post is terminal; the checker reports any that is not."""
+    pending = set(post_ids)
+
+    def done() -> bool:
+        for pid in list(pending):
+            r = client.http.get(f"/v1/scheduled-posts/{pid}")
+            if r.status_code == 200 and r.json()["status"] in checker.TERMINAL:
+                pending.discard(pid)
+            else:
+                return False
+        return True
+
+    try:
+        wait_until(done, timeout, interval=1.0, what="all posts terminal")
+    except AssertionError:
+        print(f"chaos: {len(pending)} posts still not terminal after {timeout:g}s", file=sys.stderr)
+
+
+def _local_tenant(database_url: str, sandbox_url: str) -> tuple[str, str, list[str]]:
+    """A tenant with 60 sandbox accounts, so waves can be 50 targets wide."""
+    from shared import ids
+    from shared.db import init_engine, transaction
+    from shared.models import SocialAccount
+    from shared.tenants import create_tenant
+
+    init_engine("publisher.chaos", url=database_url, pool_size=2)
+    with transaction() as tx:
+        t = create_tenant(tx.session, "Chaos", ["tiktok", "instagram"], sandbox_url=sandbox_url)
+        accounts = [a.id for a in t.social_accounts]
+        for i in range(58):
+            account = SocialAccount(
+                id=ids.new_id(ids.SOCIAL_ACCOUNT),
+                organization_id=t.organization_id,
+                project_id=t.project_id,
+                platform="tiktok" if i % 2 else "instagram",
+                handle=f"chaos_{i}",
+                adapter="sandbox",
+                base_url=sandbox_url,
+            )
+            tx.session.add(account)
+            accounts.append(account.id)
+    return t.key.token, t.project_id, accounts
