@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics
 from shared.errors import PublisherError
+from shared.settings import get_settings
 
 log = logging.getLogger("publisher.api")
 access = logging.getLogger("publisher.api.access")
@@ -30,6 +31,39 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,200}$")
 def current_request_id() -> str:
     """The id of the request being served (set by the middleware)."""
     return logs.request_id.get() or ""
+
+
+async def _read_capped(receive: Receive, cap: int, declared: int) -> Receive | None:
+    """Read the whole body (at most `cap` bytes) before the app sees it; None when over.
+
+    A chunked body has no Content-Length, so what arrives is counted, not what is claimed."""
+    if declared > cap:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            first: Message = message
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            break
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return first
+        return await receive()
+
+    return replay
 
 
 class EdgeMiddleware:
@@ -44,11 +78,15 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         given = ""
+        declared_length = -1
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given = value.decode("latin-1")
-                break
+            elif name == b"content-length" and value.isdigit():
+                declared_length = int(value)
         rid = given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
+        cap = get_settings().max_body_bytes
+
         token = logs.request_id.set(rid)
         started = False
         status = 500
@@ -73,7 +111,17 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            body_receive = await _read_capped(receive, cap, declared_length)
+            if body_receive is None:
+                too_large = error_response(
+                    413,
+                    "PAYLOAD_TOO_LARGE",
+                    f"The request body is over {cap} bytes",
+                    {"maxBytes": cap},
+                )
+                await too_large(scope, receive, send_with_id)
+            else:
+                await self.app(scope, body_receive, send_with_id)
         except Exception:
             # Starlette answers unhandled errors outside every user middleware, so the 500
             # would lose its request id; answer it here, where the id is still known.

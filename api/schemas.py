@@ -16,6 +16,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from shared.netcheck import is_public_host
+from shared.settings import get_settings
+
 
 class Wire(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
@@ -30,6 +33,8 @@ class MediaIn(Wire):
     def _https(cls, value: str) -> str:
         if not value.lower().startswith("https://") or len(value) <= len("https://"):
             raise ValueError("media url must be an https:// URL")
+        if get_settings().environment == "production" and not is_public_host(value):
+            raise ValueError("media url must point at a public host")
         return value
 
 

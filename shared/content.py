@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared import ids
 from shared.errors import NotFound
-from shared.models import ContentContainer, Project, SocialAccount
+from shared.models import SANDBOX_ADAPTER, ContentContainer, Project, SocialAccount
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm")
 
@@ -66,7 +66,12 @@ def create_container(
 
 
 def accounts_query(
-    organization_id: str, project_id: str, platform: str | None, after: tuple[datetime, str] | None
+    organization_id: str,
+    project_id: str,
+    platform: str | None,
+    after: tuple[datetime, str] | None,
+    *,
+    sandbox_only: bool = False,
 ) -> Select[SocialAccount]:
     """A project's social accounts, oldest first, keyset-paginated on (created_at, id)."""
     q = select(SocialAccount).where(
@@ -74,6 +79,8 @@ def accounts_query(
     )
     if platform is not None:
         q = q.where(SocialAccount.platform == platform)
+    if sandbox_only:
+        q = q.where(SocialAccount.adapter == SANDBOX_ADAPTER)
     if after is not None:
         q = q.where(tuple_(SocialAccount.created_at, SocialAccount.id) > tuple_(after[0], after[1]))
     return q.order_by(SocialAccount.created_at, SocialAccount.id)

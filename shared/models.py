@@ -65,6 +65,10 @@ TERMINAL = frozenset(
 )
 
 
+# The adapter of accounts bound to the sandbox platform: the only ones `test` keys may reach.
+SANDBOX_ADAPTER = "sandbox"
+
+
 class Organization(Base):
     __tablename__ = "organizations"
 
@@ -114,7 +118,7 @@ class SocialAccount(Base):
     platform: Mapped[str] = mapped_column(String(16))
     handle: Mapped[str] = mapped_column(String(200))
     # Which adapter uploads for this account, and where it posts.
-    adapter: Mapped[str] = mapped_column(String(32), default="sandbox")
+    adapter: Mapped[str] = mapped_column(String(32), default=SANDBOX_ADAPTER)
     base_url: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = _now()
 

@@ -17,13 +17,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, tuple_
+from sqlalchemy import Select, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
 from shared import ids
 from shared.clock import ceil_second
 from shared.errors import Conflict, NotFound, Validation
 from shared.models import (
+    SANDBOX_ADAPTER,
     AuditLog,
     ContentContainer,
     Mode,
@@ -108,6 +109,7 @@ def schedule(
     *,
     now: datetime,
     task_id_for_now: bool = False,
+    sandbox_only: bool = False,
 ) -> list[ScheduledPost]:
     """Create one `queued` post per target, all or nothing, due at `scheduled_for` rounded
     up to a whole second (the resolution of `scheduledFor` on the wire).
@@ -126,6 +128,8 @@ def schedule(
                 ),
                 SocialAccount.organization_id == actor.organization_id,
                 SocialAccount.project_id == container.project_id,
+                # A `test` key reaches sandbox-bound accounts only; others look absent.
+                SocialAccount.adapter == SANDBOX_ADAPTER if sandbox_only else true(),
             )
         )
     }

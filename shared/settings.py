@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     platform_backoff_base_s: float = Field(default=0.5, ge=0)
     platform_backoff_cap_s: float = Field(default=8.0, ge=0)
 
+    # The largest request body the API reads. The contract's biggest (50 targets with two
+    # 4000-char overrides each, every char a \\uXXXX escape) is about 2.4 MB.
+    max_body_bytes: int = Field(default=4 * 1_048_576, ge=1024)
+
     # Requests per minute per API key, by endpoint class; a key may carry its own.
     rate_limit_read_per_min: int = Field(default=1200, ge=1)
     rate_limit_write_per_min: int = Field(default=300, ge=1)

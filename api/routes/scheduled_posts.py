@@ -75,6 +75,7 @@ def _create(
         _targets(targets),
         now=now,
         task_id_for_now=send_now,
+        sandbox_only=principal.env == "test",
     )
     for post in created:
         tx.after_commit(

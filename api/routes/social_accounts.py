@@ -35,9 +35,13 @@ def list_social_accounts(
     after = pagination.decode(cursor)
     rows = list(
         session.scalars(
-            content.accounts_query(principal.organization_id, projectId, platform, after).limit(
-                limit + 1
-            )
+            content.accounts_query(
+                principal.organization_id,
+                projectId,
+                platform,
+                after,
+                sandbox_only=principal.env == "test",
+            ).limit(limit + 1)
         )
     )
     page = rows[:limit]
