@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics
@@ -216,11 +217,32 @@ def install(app: FastAPI) -> None:
         return error_response(422, "VALIDATION", "Invalid request", {"issues": issues})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
             return error_response(404, "NOT_FOUND", "Not found")
+        if exc.status_code == 400:
+            # A body that is not even parseable (bad bytes, broken encoding) is bad input.
+            issue = {"path": "body", "message": str(exc.detail)}
+            return error_response(422, "VALIDATION", "Invalid request", {"issues": [issue]})
         if exc.status_code == 405:
-            return error_response(405, "METHOD_NOT_ALLOWED", "Method not allowed")
+            # RFC 9110: a 405 lists what the resource allows, across every route on the path
+            # (Starlette names only the first route's methods).
+            allowed = sorted(
+                {
+                    method
+                    for route in app.routes
+                    if isinstance(route, Route)
+                    and route.methods
+                    and route.matches(request.scope)[0] != Match.NONE
+                    for method in route.methods
+                }
+            )
+            return error_response(
+                405,
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed",
+                headers={"Allow": ", ".join(allowed)},
+            )
         return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail))
 
     @app.exception_handler(OperationalError)

@@ -54,6 +54,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The key lacks this endpoint's scope (FORBIDDEN_SCOPE)",
         404: "No such object in the caller's organization (NOT_FOUND)",
         409: "The object's state forbids the change (CONFLICT, IDEMPOTENCY_CONFLICT)",
+        413: "The request body is over the size cap (PAYLOAD_TOO_LARGE)",
         422: "Bad input (VALIDATION); details.issues lists {path, message}",
         429: "Over the key's rate limit (RATE_LIMITED)",
         500: "A bug (INTERNAL); no internals leak",

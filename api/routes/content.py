@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["content"])
     "/projects/{projectId}/content/upload",
     status_code=201,
     response_model=ContainerOut,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 413),
 )
 def upload_content(
     projectId: str,

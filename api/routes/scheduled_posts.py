@@ -99,7 +99,7 @@ def _create(
     "/content/{containerId}/schedule",
     status_code=201,
     response_model=ScheduledPostsCreated,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 413),
 )
 def schedule(
     containerId: str,
@@ -127,7 +127,7 @@ def schedule(
     "/content/{containerId}/publish",
     status_code=201,
     response_model=ScheduledPostsCreated,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 413),
 )
 def publish_now(
     containerId: str,
@@ -198,7 +198,7 @@ def list_scheduled_posts(
 @router.post(
     "/scheduled-posts/{id}/reschedule",
     response_model=RescheduledOut,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 413),
 )
 def reschedule(
     id: str,
@@ -242,7 +242,7 @@ def reschedule(
 @router.delete(
     "/scheduled-posts/{id}",
     response_model=CanceledOut,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 413),
     summary="Cancel a queued post before it publishes",
 )
 def cancel(
