@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 from fastapi import Query
 
 from shared.errors import Validation
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 100
@@ -39,3 +42,11 @@ def decode(cursor: str | None) -> tuple[datetime, str] | None:
         return when, row_id
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Validation.at("cursor", "Invalid cursor") from exc
+
+
+def page(
+    rows: list[T], limit: int, key: Callable[[T], tuple[datetime, str]]
+) -> tuple[list[T], str | None]:
+    """The first `limit` of `limit + 1` fetched rows, and the cursor past them if more exist."""
+    items = rows[:limit]
+    return items, encode(*key(items[-1])) if len(rows) > limit else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import create_engine, make_url, select
 
 from chaos import checker
 from chaos.faults import Injector
@@ -22,6 +22,7 @@ from chaos.history import FinalPost, History, LedgerEntry
 from chaos.load import Client, Load, Plan, parse
 from chaos.options import PLATFORM_FAULTS
 from harness.stack import Stack, wait_until
+from shared.db import drop_database
 from shared.models import AuditLog, ScheduledPost
 
 # Short leases and graces so recovery from each fault shows within seconds, not minutes.
@@ -46,11 +47,7 @@ def _default_db() -> str:
 def _reset_database(url: str) -> None:
     from shared.migrate import migrate
 
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
+    drop_database(url)
     migrate(url)
 
 
@@ -298,15 +295,7 @@ def run(args: argparse.Namespace) -> int:
         if stack is not None:
             stack.stop()
             if not args.keep and database_url:
-                admin_url = make_url(database_url)
-                admin = create_engine(
-                    admin_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
-                )
-                with admin.connect() as conn:
-                    conn.execute(
-                        text(f'DROP DATABASE IF EXISTS "{admin_url.database}" WITH (FORCE)')
-                    )
-                admin.dispose()
+                drop_database(database_url)
 
 
 def _settle(client: Client, post_ids: list[str], timeout: float) -> None:

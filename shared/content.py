@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import Select, select, tuple_
@@ -11,27 +11,47 @@ from sqlalchemy.orm import Session
 
 from shared import ids
 from shared.errors import NotFound
-from shared.models import SANDBOX_ADAPTER, ContentContainer, Project, SocialAccount
+from shared.models import (
+    SANDBOX_ADAPTER,
+    ContentContainer,
+    Project,
+    ScheduledPost,
+    SocialAccount,
+)
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm")
 
 
+Owned = TypeVar("Owned", Project, ContentContainer, ScheduledPost)
+
+
+def get_owned(
+    session: Session, model: type[Owned], prefix: str, organization_id: str, object_id: str
+) -> Owned:
+    """The object in this organization, or NotFound: a foreign id, a malformed one and a
+    missing one all look the same."""
+    if ids.is_valid(object_id, prefix):
+        found = session.get(model, object_id)
+        if found is not None and found.organization_id == organization_id:
+            return found
+    raise NotFound(f"{_NAMES[model]} not found")
+
+
+_NAMES: dict[type[Any], str] = {
+    Project: "Project",
+    ContentContainer: "Content container",
+    ScheduledPost: "Scheduled post",
+}
+
+
 def get_project(session: Session, organization_id: str, project_id: str) -> Project:
     """The project in this organization, or NotFound."""
-    if ids.is_valid(project_id, ids.PROJECT):
-        project = session.get(Project, project_id)
-        if project is not None and project.organization_id == organization_id:
-            return project
-    raise NotFound("Project not found")
+    return get_owned(session, Project, ids.PROJECT, organization_id, project_id)
 
 
 def get_container(session: Session, organization_id: str, container_id: str) -> ContentContainer:
     """The content container in this organization, or NotFound."""
-    if ids.is_valid(container_id, ids.CONTAINER):
-        container = session.get(ContentContainer, container_id)
-        if container is not None and container.organization_id == organization_id:
-            return container
-    raise NotFound("Content container not found")
+    return get_owned(session, ContentContainer, ids.CONTAINER, organization_id, container_id)
 
 
 def media_type(url: str, declared: str | None) -> str:

@@ -150,3 +150,15 @@ def ensure_database(url: str) -> bool:
             return True
     finally:
         admin.dispose()
+
+
+def drop_database(url: str) -> None:
+    """Drop the database named in `url`, closing its connections first (tests, chaos runs)."""
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            quoted = conn.dialect.identifier_preparer.quote(target.database or "")
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+    finally:
+        admin.dispose()

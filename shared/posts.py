@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from shared import ids
 from shared.clock import ceil_second
+from shared.content import get_owned
 from shared.errors import Conflict, NotFound, Validation
 from shared.models import (
     SANDBOX_ADAPTER,
@@ -81,11 +82,7 @@ def _audit(
 
 def get_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
     """The post in this organization, or NotFound (a foreign id looks like a missing one)."""
-    if ids.is_valid(post_id, ids.SCHEDULED_POST):
-        post = session.get(ScheduledPost, post_id)
-        if post is not None and post.organization_id == organization_id:
-            return post
-    raise NotFound("Scheduled post not found")
+    return get_owned(session, ScheduledPost, ids.SCHEDULED_POST, organization_id, post_id)
 
 
 def _lock_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:

@@ -19,28 +19,20 @@ import httpx  # noqa: E402
 import pytest  # noqa: E402
 import redis  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import create_engine, make_url, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from harness.stack import Stack  # noqa: E402
-from shared.db import engine, init_engine  # noqa: E402
+from shared.db import drop_database, engine, init_engine  # noqa: E402
 from shared.migrate import migrate  # noqa: E402
 from shared.models import Base  # noqa: E402
 from tests.factories import TenantFixture, make_tenant  # noqa: E402
 
 
-def _drop_database(url: str) -> None:
-    target = make_url(url)
-    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def database() -> Iterator[str]:
     """A fresh database per run, migrated the way `publisher migrate` does it."""
-    _drop_database(TEST_DATABASE_URL)
+    drop_database(TEST_DATABASE_URL)
     migrate(TEST_DATABASE_URL)
     init_engine("publisher.tests", pool_size=20)
     yield TEST_DATABASE_URL

@@ -188,11 +188,8 @@ def list_scheduled_posts(
     after = pagination.decode(cursor)
     query = posts.list_posts_query(principal.organization_id, projectId, flt, after)
     rows = list(session.scalars(query.limit(limit + 1)))
-    page = rows[:limit]
-    next_cursor = (
-        pagination.encode(page[-1].scheduled_for, page[-1].id) if len(rows) > limit else None
-    )
-    return json_response({"items": [post_body(p) for p in page], "nextCursor": next_cursor})
+    items, next_cursor = pagination.page(rows, limit, lambda p: (p.scheduled_for, p.id))
+    return json_response({"items": [post_body(p) for p in items], "nextCursor": next_cursor})
 
 
 @router.post(

@@ -44,6 +44,5 @@ def list_social_accounts(
             ).limit(limit + 1)
         )
     )
-    page = rows[:limit]
-    next_cursor = pagination.encode(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return json_response({"items": [account_body(a) for a in page], "nextCursor": next_cursor})
+    items, next_cursor = pagination.page(rows, limit, lambda a: (a.created_at, a.id))
+    return json_response({"items": [account_body(a) for a in items], "nextCursor": next_cursor})
