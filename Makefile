@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest services clean
+.PHONY: install run test lint typecheck pytest services chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,16 @@ pytest: install services
 
 test: lint typecheck pytest
 
+# The long chaos profile: tens of thousands of posts, every fault, several minutes.
+chaos: install services
+	$(BIN)/publisher chaos --posts 20000 --duration 600 --workers 4 --concurrency 6 \
+		--clients 32 --fault-every 8 --settle-timeout 300 --report docs/chaos-report.json
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var
+
+.PHONY: bench
+
+# Throughput, dispatch lag, cancel latency and memory at scale, written to docs/benchmarks.md.
+bench: install services
+	$(BIN)/publisher bench
