@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from shared import failpoints, logs, metrics, posts
 from shared.clock import utcnow
 from shared.content import payload_source
-from shared.db import run_in_transaction, transaction
+from shared.db import Tx, run_in_transaction
 from shared.models import ScheduledPost, SocialAccount
 from shared.settings import Settings, get_settings
 from worker.platforms import PlatformAdapter, PlatformError, Uploaded, UploadPayload, adapter_for
@@ -48,10 +49,13 @@ def _default_adapter(account: SocialAccount, settings: Settings) -> PlatformAdap
 
 def _prepare(post: ScheduledPost, make_adapter: AdapterFactory, settings: Settings) -> Prepared:
     """Build the payload from the post, its container and account. No lock held."""
-    with transaction() as tx:
+
+    def read(tx: Tx) -> tuple[SocialAccount, dict[str, Any]]:
         account = tx.session.get(SocialAccount, post.social_account_id)
         assert account is not None
-        source = payload_source(tx.session, post.container_id)
+        return account, payload_source(tx.session, post.container_id)
+
+    account, source = run_in_transaction(read)
     payload = UploadPayload(
         account_id=account.id,
         platform=post.platform,
@@ -64,7 +68,8 @@ def _prepare(post: ScheduledPost, make_adapter: AdapterFactory, settings: Settin
 
 
 def backoff(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
-    """Capped exponential backoff with full jitter; a platform's Retry-After wins if longer."""
+    """Capped exponential backoff with jitter (half to all of the step); a platform's
+    Retry-After wins if longer."""
     ceiling = min(settings.platform_backoff_cap_s, settings.platform_backoff_base_s * 2**attempt)
     delay = random.uniform(ceiling / 2, ceiling)
     if retry_after is not None:
