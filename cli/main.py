@@ -208,6 +208,12 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from bench.main import run
+
+    return run(args)
+
+
 def _cmd_chaos(args: argparse.Namespace) -> int:
     from chaos.run import run
 
@@ -375,7 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("key_id")
 
+    from bench.main import add_arguments as bench_arguments
     from chaos.options import add_arguments as chaos_arguments
+
+    bench_arguments(
+        sub.add_parser(
+            "bench",
+            help="throughput, dispatch lag, cancel latency and memory at scale; "
+            "writes docs/benchmarks.md",
+        )
+    )
 
     chaos_arguments(
         sub.add_parser(
@@ -407,6 +422,7 @@ HANDLERS = {
     ("tenants", "create"): _cmd_tenants_create,
     ("keys", "create"): _cmd_keys_create,
     ("keys", "revoke"): _cmd_keys_revoke,
+    ("bench", None): _cmd_bench,
     ("chaos", None): _cmd_chaos,
     ("healthcheck", "worker"): _cmd_healthcheck_worker,
     ("healthcheck", "api"): _cmd_healthcheck_api,
