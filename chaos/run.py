@@ -51,7 +51,8 @@ def _reset_database(url: str) -> None:
     migrate(url)
 
 
-def _read_state(history: History, post_ids: list[str], database_url: str) -> None:
+def read_state(history: History, post_ids: list[str], database_url: str) -> None:
+    """The final rows of these posts, and every cancel's audit entry, into the history."""
     db = create_engine(database_url)
     with db.connect() as conn:
         for row in conn.execute(select(ScheduledPost).where(ScheduledPost.id.in_(post_ids))).all():
@@ -93,7 +94,8 @@ def _read_state_over_api(history: History, client: Client, post_ids: list[str]) 
         )
 
 
-def _read_ledger(history: History, sandbox_url: str) -> None:
+def read_ledger(history: History, sandbox_url: str) -> None:
+    """What the sandbox platform received, into the history."""
     body = httpx.get(f"{sandbox_url.rstrip('/')}/ledger", timeout=60).json()
     history.ledger = [
         LedgerEntry(e["idempotencyKey"], e["externalId"], parse(e["receivedAt"]))
@@ -274,9 +276,9 @@ def run(args: argparse.Namespace) -> int:
             injector.stop()
         print(f"chaos: load done ({len(load.post_ids):,} posts); settling", flush=True)
         _settle(client, load.post_ids, args.settle_timeout)
-        _read_ledger(history, sandbox_url)
+        read_ledger(history, sandbox_url)
         if local and database_url:
-            _read_state(history, load.post_ids, database_url)
+            read_state(history, load.post_ids, database_url)
         else:
             _read_state_over_api(history, client, load.post_ids)
         verdicts = checker.check(history, checker.Bounds(settle=timedelta(seconds=args.bound)))

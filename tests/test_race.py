@@ -19,16 +19,32 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from chaos.checker import check, explain
+from chaos.history import Call, History, LedgerEntry
+from chaos.run import read_ledger, read_state
 from harness.stack import Stack, wait_until
 from shared import posts
 from shared.clock import utcnow
 from shared.content import create_container, get_project
 from shared.db import new_session, transaction
 from shared.errors import Conflict
-from shared.models import AuditLog, PostStatus, ScheduledPost
+from shared.models import ScheduledPost
+from tests.conftest import TEST_DATABASE_URL
 from tests.factories import TenantFixture, iso_ms, make_tenant, upload
 
 LEASE = timedelta(seconds=60)
+
+
+def _assert_invariants(history: History) -> None:
+    """DESIGN.md's invariants, by the same checker the chaos runs use."""
+    verdicts = check(history)
+    broken = [v for v in verdicts if not v.ok]
+    assert not broken, "\n".join(
+        v.line() + "".join(f"\n  {explain(history, pid)}" for pid in list(v.violations)[:5])
+        for v in broken
+    )
+
+
 REASON = "race test"
 
 
@@ -37,16 +53,16 @@ class Ledger:
     """What the fake platform received, per post."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    uploads: Counter[str] = field(default_factory=Counter)
+    uploads: dict[str, list[datetime]] = field(default_factory=dict)
 
     def upload(self, post_id: str) -> None:
         with self.lock:
-            self.uploads[post_id] += 1
+            self.uploads.setdefault(post_id, []).append(utcnow())
 
 
 def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
-    """n posts, due now, each with a dispatched task token."""
-    now = utcnow()
+    """n posts, already due (scheduledFor is whole seconds), each with a task token."""
+    now = utcnow() - timedelta(seconds=2)
     actor = posts.Actor(tenant.organization_id, tenant.key_id, "race-setup")
     out = []
     with transaction() as tx:
@@ -87,15 +103,16 @@ def _worker_side(post_id: str, token: int, owner: str, ledger: Ledger, rng: rand
     return "uploaded"
 
 
-def _cancel_side(tenant: TenantFixture, post_id: str, delay: float) -> int:
+def _cancel_side(tenant: TenantFixture, post_id: str, delay: float) -> tuple[float, float, int]:
     time.sleep(delay)
     actor = posts.Actor(tenant.organization_id, tenant.key_id, f"race-{post_id}")
+    sent = time.time()
     try:
         with transaction() as tx:
             posts.cancel(tx.session, actor, post_id, REASON, now=utcnow())
     except Conflict:
-        return 409
-    return 200
+        return sent, time.time(), 409
+    return sent, time.time(), 200
 
 
 def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
@@ -105,7 +122,7 @@ def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
     rng = random.Random(7)
     ledger = Ledger()
     batch = _queued_posts(tenant, n)
-    results: dict[str, int] = {}
+    results: dict[str, tuple[float, float, int]] = {}
     worker_results: Counter[str] = Counter()
 
     def run_one(post_id: str, token: int) -> None:
@@ -133,29 +150,22 @@ def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
         list(pool.map(lambda pt: run_one(*pt), batch))
 
     assert len(results) == n
-    with new_session() as session:
-        rows = {p.id: p for p in session.scalars(select(ScheduledPost))}
-        audited = {
-            a.target_id: a.reason
-            for a in session.scalars(
-                select(AuditLog).where(AuditLog.action == "scheduled_post.cancel")
-            )
-        }
-    won = [pid for pid, code in results.items() if code == 200]
-    lost = [pid for pid, code in results.items() if code == 409]
-    # 1. A 200 cancel means no upload, ever.
-    assert [pid for pid in won if ledger.uploads[pid]] == []
-    # 2. At most one upload per post, even with the task delivered twice.
-    assert [pid for pid, c in ledger.uploads.items() if c > 1] == []
-    # 3. published <=> exactly one upload.
-    for pid, row in rows.items():
-        assert (row.status == PostStatus.PUBLISHED) == (ledger.uploads[pid] == 1), row.status
-    # 4. A 409 cancel means the post went out.
-    assert {rows[pid].status for pid in lost} <= {"published"}
-    # 7. Every won cancel is on the audit log with its reason.
-    assert {pid: audited.get(pid) for pid in won} == dict.fromkeys(won, REASON)
+    history = History()
+    for pid, (sent, answered, code) in results.items():
+        history.record(Call("cancel", pid, sent, answered, code, reason=REASON))
+    history.ledger = [
+        LedgerEntry(pid, f"ext-{pid}", at) for pid, times in ledger.uploads.items() for at in times
+    ]
+    read_state(history, [pid for pid, _ in batch], TEST_DATABASE_URL)
+    _assert_invariants(history)
+    won = [pid for pid, (_, _, code) in results.items() if code == 200]
+    lost = [pid for pid, (_, _, code) in results.items() if code == 409]
     # The race really raced: cancels won against claimed posts and lost to started uploads.
-    won_after_claim = [pid for pid in won if rows[pid].attempted_at is not None]
+    with new_session() as session:
+        claimed = set(
+            session.scalars(select(ScheduledPost.id).where(ScheduledPost.attempted_at.is_not(None)))
+        )
+    won_after_claim = [pid for pid in won if pid in claimed]
     print(
         f"\n{n} races: {len(won)} cancels won ({len(won_after_claim)} after the claim), "
         f"{len(lost)} lost to the upload; worker outcomes {dict(worker_results)}"
@@ -192,12 +202,13 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
 
     rng = random.Random(11)
     plan = {pid: rng.uniform(-0.1, 0.5) for pid in post_ids}
-    codes: dict[str, int] = {}
+    calls: list[Call] = []
 
     def cancel(pid: str) -> None:
         delay = (instant + timedelta(seconds=plan[pid]) - utcnow()).total_seconds()
         if delay > 0:
             time.sleep(delay)
+        sent = time.time()
         with httpx.Client(base_url=stack.api_url, timeout=30) as c:
             r = c.request(
                 "DELETE",
@@ -206,7 +217,7 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
                 json={"reason": REASON},
             )
         assert r.status_code in (200, 409), r.text
-        codes[pid] = r.status_code
+        calls.append(Call("cancel", pid, sent, time.time(), r.status_code, reason=REASON))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(cancel, sorted(post_ids, key=plan.__getitem__)))
@@ -223,27 +234,13 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
             return rows
         return None
 
-    rows = wait_until(all_terminal, 60, interval=0.5, what="all posts terminal")
-    ledger: Counter[str] = Counter(e["idempotencyKey"] for e in stack.ledger()["posts"])
-    ext = {e["idempotencyKey"]: e["externalId"] for e in stack.ledger()["posts"]}
-    with new_session() as session:
-        audited = {
-            a.target_id: a.reason
-            for a in session.scalars(
-                select(AuditLog).where(AuditLog.action == "scheduled_post.cancel")
-            )
-        }
-    won = [pid for pid, c in codes.items() if c == 200]
-    lost = [pid for pid, c in codes.items() if c == 409]
-    assert [pid for pid in won if ledger[pid]] == []  # 1
-    assert [pid for pid, c in ledger.items() if c > 1] == []  # 2
-    for pid in post_ids:  # 3
-        row = rows[pid]
-        assert (row.status == "published") == (ledger[pid] == 1), (pid, row.status)
-        if row.status == "published":
-            assert row.external_id == ext[pid]
-    assert {rows[pid].status for pid in lost} <= {"published"}  # 4
-    assert {pid: audited.get(pid) for pid in won} == dict.fromkeys(won, REASON)  # 7
+    wait_until(all_terminal, 60, interval=0.5, what="all posts terminal")
+    history = History(calls=calls)
+    read_ledger(history, stack.sandbox_url)
+    read_state(history, post_ids, TEST_DATABASE_URL)
+    _assert_invariants(history)
+    won = [c.post_id for c in calls if c.status == 200]
+    lost = [c.post_id for c in calls if c.status == 409]
     print(f"\n200 HTTP races: {len(won)} cancels won, {len(lost)} lost to the upload")
     assert won and lost, (
         f"the cancels did not straddle the claims: {len(won)} won, {len(lost)} lost"
