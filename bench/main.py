@@ -26,7 +26,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bench.sizes import SIZES
 
@@ -91,7 +91,7 @@ def _machine(bench: Bench) -> dict[str, Any]:
 
     assert bench.stack.redis is not None
     server = redis.Redis.from_url(bench.stack.redis_url)
-    redis_version = str(server.info("server")["redis_version"])
+    redis_version = str(cast(dict[str, Any], server.info("server"))["redis_version"])
     server.close()
     return {
         "cpu_model": procfs.cpu_model(),

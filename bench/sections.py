@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -292,9 +292,9 @@ def bare_celery_throughput(b: Bench) -> float:
         b.facts["throughput.bare.sent_before_due"] = utcnow() < due
         _sleep_until(due - timedelta(seconds=0.2))
         cpu = CpuWindow(b, plain=True)
-        _wait(lambda: done.llen(DONE_KEY) >= n, 60 + n / 50, "every no-op task run")
+        _wait(lambda: cast(int, done.llen(DONE_KEY)) >= n, 60 + n / 50, "every no-op task run")
         used = cpu.stop()
-        times = sorted(float(t) for t in done.lrange(DONE_KEY, 0, -1))
+        times = sorted(float(t) for t in cast(list[bytes], done.lrange(DONE_KEY, 0, -1)))
         done.close()
     finally:
         for name in names:
@@ -570,7 +570,7 @@ def naive_eta(b: Bench) -> None:
     try:
         pid = b.stack.pid(NAIVE_WORKER)
         rss0 = _steady_rss(lambda: procfs.tree_rss(pid))
-        redis0 = int(broker.info("memory")["used_memory"])
+        redis0 = int(cast(dict[str, Any], broker.info("memory"))["used_memory"])
         n = b.size.naive_tasks
         client = make_app("bench-naive-client", url, NAIVE_QUEUE, eta_task_limit=False)
         now = utcnow()
@@ -582,7 +582,9 @@ def naive_eta(b: Bench) -> None:
                     NAIVE_TASK, args=[f"sp_{uuid.uuid4()}", 1], eta=eta, producer=producer
                 )
         _wait(
-            lambda: broker.llen(NAIVE_QUEUE) == 0 and broker.hlen("unacked") >= n,
+            lambda: (
+                cast(int, broker.llen(NAIVE_QUEUE)) == 0 and cast(int, broker.hlen("unacked")) >= n
+            ),
             120 + n / 100,
             "the worker holding every ETA task",
         )
@@ -591,7 +593,7 @@ def naive_eta(b: Bench) -> None:
         while abs(rss1 - previous) > rss1 / 200 and time.monotonic() < deadline:
             time.sleep(1)
             previous, rss1 = rss1, procfs.tree_rss(pid)
-        redis1 = int(broker.info("memory")["used_memory"])
+        redis1 = int(cast(dict[str, Any], broker.info("memory"))["used_memory"])
     finally:
         b.stack.stop_extra(NAIVE_WORKER, kill=True)
         broker.flushdb()
