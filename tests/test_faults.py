@@ -300,23 +300,18 @@ def test_api_answers_503_while_the_database_is_down(stack: Stack) -> None:
 
 def test_worker_healthcheck(stack: Stack) -> None:
     """The orchestrator's probe: 0 with the worker answering, non-zero for an unknown node."""
-    ok = subprocess.run(
-        [sys.executable, "-m", "cli", "healthcheck", "worker", "--name", "worker0@%h"],
-        check=False,
-        cwd=ROOT,
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+
+    def probe(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "healthcheck", "worker", "--name", name],
+            check=False,
+            cwd=ROOT,
+            env=stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    ok = probe("worker0@%h")
     assert ok.returncode == 0, ok.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "cli", "healthcheck", "worker", "--name", "nobody@nowhere"],
-        check=False,
-        cwd=ROOT,
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert missing.returncode != 0
+    assert probe("nobody@nowhere").returncode != 0
