@@ -121,10 +121,13 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         args.port,
         Faults(
             latency_ms=args.latency_ms,
+            latency_jitter_ms=args.latency_jitter_ms,
             rate_429=args.rate_429,
             retry_after_s=args.retry_after_s,
             rate_503=args.rate_503,
             rate_lost=args.rate_lost,
+            rate_400=args.rate_400,
+            rate_lookup_503=args.rate_lookup_503,
             seed=args.seed,
         ),
     )
@@ -349,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--retry-after-s", type=float, default=1.0)
     sandbox.add_argument("--rate-503", type=float, default=0.0)
     sandbox.add_argument("--rate-lost", type=float, default=0.0)
+    sandbox.add_argument("--latency-jitter-ms", type=float, default=0.0)
+    sandbox.add_argument("--rate-400", type=float, default=0.0)
+    sandbox.add_argument("--rate-lookup-503", type=float, default=0.0)
     sandbox.add_argument("--seed", type=int, default=None)
 
     run = sub.add_parser("run", help="migrate, then start sandbox, api, worker, beat and flower")
