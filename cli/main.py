@@ -230,10 +230,14 @@ def _cmd_healthcheck_worker(args: argparse.Namespace) -> int:
     from worker.celery_app import app
 
     name = host_format(args.name)
-    replies = app.control.ping(destination=[name], timeout=args.timeout)
-    if any(name in reply for reply in replies or []):
-        print(f"{name}: ok")
-        return 0
+    deadline = time.monotonic() + args.timeout
+    # A broadcast ping can be missed (a reply lost to a reconnect, a busy main process):
+    # ask again in short rounds until the deadline rather than once for all of it.
+    while (left := deadline - time.monotonic()) > 0:
+        replies = app.control.ping(destination=[name], timeout=min(2.0, left))
+        if any(name in reply for reply in replies or []):
+            print(f"{name}: ok")
+            return 0
     print(f"publisher: worker {name} did not answer within {args.timeout:g}s", file=sys.stderr)
     return 1
 
@@ -410,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hw = health.add_parser("worker", help="the worker node answers a broker ping")
     hw.add_argument("--name", default=DEFAULT_NODE)
-    hw.add_argument("--timeout", type=float, default=5.0)
+    hw.add_argument("--timeout", type=float, default=10.0)
     ha = health.add_parser("api", help="the API is ready (database and Redis reachable)")
     ha.add_argument("--url", default="http://127.0.0.1:8000")
     ha.add_argument("--timeout", type=float, default=5.0)
