@@ -64,8 +64,16 @@ def configure(role: str, level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # Per-request access lines come from our own middleware, with ids and no headers.
-    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+    # Per-request access lines come from our own middleware, with ids and no headers; per-task
+    # lines from our transitions, with the post id. Celery's own "received"/"succeeded" pair
+    # would add two lines a second for the ticks alone.
+    for noisy in (
+        "uvicorn.access",
+        "httpx",
+        "httpcore",
+        "celery.app.trace",
+        "celery.worker.strategy",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
