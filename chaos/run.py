@@ -321,25 +321,22 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
 
 def _local_tenant(database_url: str, sandbox_url: str) -> tuple[str, str, list[str]]:
     """A tenant with 60 sandbox accounts, so waves can be 50 targets wide."""
-    from shared import ids
     from shared.db import init_engine, transaction
-    from shared.models import SocialAccount
-    from shared.tenants import create_tenant
+    from shared.tenants import add_social_account, create_tenant
 
     init_engine("publisher.chaos", url=database_url, pool_size=2)
     with transaction() as tx:
         t = create_tenant(tx.session, "Chaos", ["tiktok", "instagram"], sandbox_url=sandbox_url)
         accounts = [a.id for a in t.social_accounts]
         for i in range(58):
-            account = SocialAccount(
-                id=ids.new_id(ids.SOCIAL_ACCOUNT),
-                organization_id=t.organization_id,
-                project_id=t.project_id,
-                platform="tiktok" if i % 2 else "instagram",
-                handle=f"chaos_{i}",
-                adapter="sandbox",
+            platform = "tiktok" if i % 2 else "instagram"
+            account = add_social_account(
+                tx.session,
+                t.organization_id,
+                t.project_id,
+                platform,
+                f"chaos_{i}",
                 base_url=sandbox_url,
             )
-            tx.session.add(account)
             accounts.append(account.id)
     return t.key.token, t.project_id, accounts

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from shared import ids
 from shared.errors import Validation
 from shared.keys import IssuedKey, create_key
-from shared.models import Organization, Platform, Project, SocialAccount
+from shared.models import SANDBOX_ADAPTER, Organization, Platform, Project, SocialAccount
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,30 @@ class Tenant:
     project_id: str
     key: IssuedKey
     social_accounts: list[SocialAccount]
+
+
+def add_social_account(
+    session: Session,
+    organization_id: str,
+    project_id: str,
+    platform: str,
+    handle: str,
+    *,
+    base_url: str,
+    adapter: str = SANDBOX_ADAPTER,
+) -> SocialAccount:
+    """A social account of the project, bound to a platform adapter and where it posts."""
+    account = SocialAccount(
+        id=ids.new_id(ids.SOCIAL_ACCOUNT),
+        organization_id=organization_id,
+        project_id=project_id,
+        platform=platform,
+        handle=handle,
+        adapter=adapter,
+        base_url=base_url.rstrip("/"),
+    )
+    session.add(account)
+    return account
 
 
 def create_tenant(
@@ -35,18 +59,16 @@ def create_tenant(
     session.add_all([org, project])
     session.flush()
     accounts = [
-        SocialAccount(
-            id=ids.new_id(ids.SOCIAL_ACCOUNT),
-            organization_id=org.id,
-            project_id=project.id,
-            platform=platform,
-            handle=f"{name.lower().replace(' ', '_')}_{platform}",
-            adapter="sandbox",
-            base_url=sandbox_url.rstrip("/"),
+        add_social_account(
+            session,
+            org.id,
+            project.id,
+            platform,
+            f"{name.lower().replace(' ', '_')}_{platform}",
+            base_url=sandbox_url,
         )
         for platform in dict.fromkeys(platforms)
     ]
-    session.add_all(accounts)
     key = create_key(session, org.id, ["*"], env=env, name="tenant bootstrap")
     session.flush()
     return Tenant(org.id, project.id, key, accounts)

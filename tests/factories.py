@@ -8,12 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from shared import ids
 from shared.clock import utcnow
 from shared.db import transaction
 from shared.keys import create_key
-from shared.models import SocialAccount
-from shared.tenants import create_tenant
+from shared.tenants import add_social_account, create_tenant
 
 DEFAULT_SANDBOX = "http://127.0.0.1:8900"
 
@@ -46,16 +44,15 @@ def make_tenant(
         t = create_tenant(tx.session, name, ["tiktok", "instagram"], sandbox_url=sandbox_url)
         extra = []
         for i in range(extra_accounts):
-            account = SocialAccount(
-                id=ids.new_id(ids.SOCIAL_ACCOUNT),
-                organization_id=t.organization_id,
-                project_id=t.project_id,
-                platform="tiktok" if i % 2 == 0 else "instagram",
-                handle=f"{name.lower()}_{i}",
-                adapter="sandbox",
+            platform = "tiktok" if i % 2 == 0 else "instagram"
+            account = add_social_account(
+                tx.session,
+                t.organization_id,
+                t.project_id,
+                platform,
+                f"{name.lower()}_{i}",
                 base_url=sandbox_url,
             )
-            tx.session.add(account)
             extra.append(account.id)
     return TenantFixture(
         t.organization_id,

@@ -26,8 +26,9 @@ from shared import ids, posts
 from shared.clock import utcnow
 from shared.db import engine, transaction
 from shared.keys import create_key, revoke_key
-from shared.models import ContentContainer, Project, ScheduledPost, SocialAccount
+from shared.models import ContentContainer, Project, ScheduledPost
 from shared.posts import ClaimResult
+from shared.tenants import add_social_account
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 
 ALL_SCOPES = ("publish:read", "publish:write", "content:read", "content:write", "social:read")
@@ -454,16 +455,14 @@ def test_schedule_rejects_an_account_of_another_project_of_the_same_org(
         )
         tx.session.add(project)
         tx.session.flush()
-        account = SocialAccount(
-            id=ids.new_id(ids.SOCIAL_ACCOUNT),
-            organization_id=tenant.organization_id,
-            project_id=project.id,
-            platform="tiktok",
-            handle="b",
-            adapter="sandbox",
+        account = add_social_account(
+            tx.session,
+            tenant.organization_id,
+            project.id,
+            "tiktok",
+            "b",
             base_url="http://127.0.0.1:8900",
         )
-        tx.session.add(account)
     container = upload(client, tenant)
     r = client.post(
         f"/v1/content/{container}/schedule",

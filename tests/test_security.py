@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from shared import ids
 from shared.clock import utcnow
 from shared.db import engine, new_session, transaction
 from shared.keys import create_key, revoke_key
-from shared.models import ApiKey, SocialAccount
+from shared.models import ApiKey
 from shared.settings import Settings, get_settings
+from shared.tenants import add_social_account
 from tests.factories import TenantFixture, at, upload
 
 
@@ -64,16 +64,15 @@ def test_last_used_is_tracked_without_a_write_per_request(
 def private_account(tenant: TenantFixture) -> str:
     """An account bound to a real platform adapter, not the sandbox."""
     with transaction() as tx:
-        account = SocialAccount(
-            id=ids.new_id(ids.SOCIAL_ACCOUNT),
-            organization_id=tenant.organization_id,
-            project_id=tenant.project_id,
-            platform="tiktok",
-            handle="brand_live",
-            adapter="tiktok",
+        account = add_social_account(
+            tx.session,
+            tenant.organization_id,
+            tenant.project_id,
+            "tiktok",
+            "brand_live",
             base_url="https://open.tiktokapis.example",
+            adapter="tiktok",
         )
-        tx.session.add(account)
     return account.id
 
 
