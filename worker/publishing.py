@@ -99,6 +99,14 @@ class _Failure:
     platform_code: str | None
 
 
+def _outcome_unknown(platform_code: str | None) -> _Failure:
+    return _Failure(
+        "UPLOAD_OUTCOME_UNKNOWN",
+        "The platform may hold this post and could not confirm it",
+        platform_code,
+    )
+
+
 def upload_with_retries(
     adapter: PlatformAdapter,
     key: str,
@@ -131,11 +139,7 @@ def upload_with_retries(
                 try:
                     found = _resolve(adapter, key, settings)
                 except _Unknown:
-                    return _Failure(
-                        "UPLOAD_OUTCOME_UNKNOWN",
-                        "The platform may hold this post and could not confirm it",
-                        exc.platform_code,
-                    )
+                    return _outcome_unknown(exc.platform_code)
                 if found is not None:
                     return found
             on_wait()
@@ -144,11 +148,7 @@ def upload_with_retries(
     try:
         found = _resolve(adapter, key, settings)
     except _Unknown:
-        return _Failure(
-            "UPLOAD_OUTCOME_UNKNOWN",
-            "The platform may hold this post and could not confirm it",
-            last.platform_code if last else None,
-        )
+        return _outcome_unknown(last.platform_code if last else None)
     if found is not None:
         return found
     return _Failure(
@@ -284,11 +284,7 @@ def run_reconcile(
         found = _resolve(prepared.adapter, post_id, settings)
     except _Unknown:
         metrics.RECONCILIATIONS.labels("unknown").inc()
-        unknown = _Failure(
-            "UPLOAD_OUTCOME_UNKNOWN",
-            "The platform may hold this post and could not confirm it",
-            None,
-        )
+        unknown = _outcome_unknown(None)
         return _record(post_id, token, unknown)
     if found is not None:
         metrics.RECONCILIATIONS.labels("found").inc()
