@@ -33,6 +33,11 @@ class Principal:
     rate_limit_read: int | None = None
     rate_limit_write: int | None = None
 
+    @property
+    def sandbox_only(self) -> bool:
+        """A `test` key reaches sandbox-bound social accounts only."""
+        return self.env == "test"
+
     def actor(self) -> Actor:
         """This caller as recorded on the audit log."""
         return Actor(self.organization_id, self.key_id, current_request_id())

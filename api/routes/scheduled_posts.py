@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
@@ -40,8 +40,6 @@ router = APIRouter(prefix="/v1", tags=["scheduled posts"])
 # A reschedule must land at least 30 s ahead; this much of it absorbs the request's own transit.
 RESCHEDULE_TRANSIT_GRACE = timedelta(seconds=2)
 
-StatusName = Literal["queued", "publishing", "published", "draft", "failed", "canceled"]
-
 
 def _targets(targets: list[TargetIn]) -> list[posts.Target]:
     return [
@@ -75,7 +73,7 @@ def _create(
         _targets(targets),
         now=now,
         task_id_for_now=send_now,
-        sandbox_only=principal.env == "test",
+        sandbox_only=principal.sandbox_only,
     )
     for post in created:
         tx.after_commit(
@@ -168,7 +166,7 @@ def list_scheduled_posts(
     projectId: str,
     session: ReadSession,
     principal: Annotated[Principal, Depends(require("publish:read"))],
-    status: Annotated[list[StatusName] | None, Query(description="Repeatable")] = None,
+    status: Annotated[list[PostStatus] | None, Query(description="Repeatable")] = None,
     socialAccountId: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[AwareDatetime | None, Query(description="scheduledFor >= since")] = None,
     until: Annotated[AwareDatetime | None, Query(description="scheduledFor <= until")] = None,
@@ -180,7 +178,7 @@ def list_scheduled_posts(
     if since is not None and until is not None and since > until:
         raise Validation.at("since", "since must not be after until")
     flt = posts.PostFilter(
-        statuses=[PostStatus(s) for s in status or []],
+        statuses=status or [],
         social_account_id=socialAccountId,
         since=since,
         until=until,

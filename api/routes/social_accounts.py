@@ -40,7 +40,7 @@ def list_social_accounts(
                 projectId,
                 platform,
                 after,
-                sandbox_only=principal.env == "test",
+                sandbox_only=principal.sandbox_only,
             ).limit(limit + 1)
         )
     )
