@@ -60,10 +60,11 @@ def create_app() -> FastAPI:
         ),
         lifespan=_lifespan,
     )
-    envelope.install(app)
+    routers = [module.router for module in (content, social_accounts, scheduled_posts)]
+    envelope.install(app, lambda: [*app.routes, *(r for router in routers for r in router.routes)])
     app.add_middleware(envelope.EdgeMiddleware)
-    for module in (content, social_accounts, scheduled_posts):
-        app.include_router(module.router)
+    for router in routers:
+        app.include_router(router)
     app.add_api_route(
         "/healthz",
         lambda: json_response({"status": "ok"}),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics
@@ -67,6 +69,11 @@ async def _read_capped(receive: Receive, cap: int, declared: int) -> Receive | N
     return replay
 
 
+async def _no_body() -> Message:
+    # What the 413 answer's app sees of a body it must not read.
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 class EdgeMiddleware:
     """The outermost layer: echo the caller's `X-Request-Id` (if sane) or mint one, add the
     rate-limit headers, and record one access log line and the request metrics."""
@@ -86,7 +93,12 @@ class EdgeMiddleware:
             elif name == b"content-length" and value.isdigit():
                 declared_length = int(value)
         rid = given if _SAFE_REQUEST_ID.match(given) else f"req_{uuid.uuid4().hex}"
-        cap = get_settings().max_body_bytes
+        settings = get_settings()
+        cap, body_timeout = settings.max_body_bytes, settings.body_timeout_s
+        method = scope["method"]
+        if method == "HEAD":
+            # HEAD is GET without the body (RFC 9110): same status, headers and length.
+            scope = {**scope, "method": "GET"}
 
         token = logs.request_id.set(rid)
         started = False
@@ -109,20 +121,28 @@ class EdgeMiddleware:
                     if k.lower().encode() not in present
                 ]
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and method == "HEAD":
+                message = {**message, "body": b""}
             await send(message)
 
         try:
-            body_receive = await _read_capped(receive, cap, declared_length)
-            if body_receive is None:
-                too_large = error_response(
-                    413,
-                    "PAYLOAD_TOO_LARGE",
-                    f"The request body is over {cap} bytes",
-                    {"maxBytes": cap},
+            try:
+                # A body that stalls (a short Content-Length, a slow client) would hold this
+                # connection forever; it is read in full here, within a bound, before the
+                # route (and its thread) is ever involved.
+                async with asyncio.timeout(body_timeout):
+                    body_receive = await _read_capped(receive, cap, declared_length)
+            except TimeoutError:
+                stalled = error_response(
+                    408,
+                    "REQUEST_TIMEOUT",
+                    f"The request body did not arrive within {body_timeout:g} s",
+                    {"timeoutSeconds": body_timeout},
+                    headers={"Connection": "close"},
                 )
-                await too_large(scope, receive, send_with_id)
+                await stalled(scope, receive, send_with_id)
             else:
-                await self.app(scope, body_receive, send_with_id)
+                await self._answer(scope, body_receive, send_with_id, cap)
         except Exception:
             # Starlette answers unhandled errors outside every user middleware, so the 500
             # would lose its request id; answer it here, where the id is still known.
@@ -131,15 +151,29 @@ class EdgeMiddleware:
             log.exception("unhandled error")
             await error_response(500, "INTERNAL", "Internal error")(scope, receive, send_with_id)
         finally:
-            self._observe(scope, status, time.perf_counter() - began)
+            self._observe(scope, method, status, time.perf_counter() - began)
             logs.request_id.reset(token)
 
+    async def _answer(
+        self, scope: Scope, body_receive: Receive | None, send: Send, cap: int
+    ) -> None:
+        if body_receive is None:
+            too_large = error_response(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"The request body is over {cap} bytes",
+                {"maxBytes": cap},
+                headers={"Connection": "close"},
+            )
+            await too_large(scope, _no_body, send)
+        else:
+            await self.app(scope, body_receive, send)
+
     @staticmethod
-    def _observe(scope: Scope, status: int, seconds: float) -> None:
+    def _observe(scope: Scope, method: str, status: int, seconds: float) -> None:
         route = scope.get("route")
         # The route's template, never the raw path: ids would explode the label set.
         template = getattr(route, "path", None) or "unmatched"
-        method = scope["method"]
         metrics.HTTP_REQUESTS.labels(template, method, str(status)).inc()
         metrics.HTTP_LATENCY.labels(template, method).observe(seconds)
         state = scope.get("state", {})
@@ -204,8 +238,24 @@ def validation_issues(errors: list[Any]) -> list[dict[str, str]]:
     return issues
 
 
-def install(app: FastAPI) -> None:
-    """Turn every failure into the envelope; nothing internal leaks to the caller."""
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """What a path allows, across every route on it (RFC 9110's `Allow` of a 405); HEAD
+    wherever GET is, since the edge answers HEAD as GET without the body."""
+    methods: set[str] = set()
+    for route in routes:
+        # A path match is PARTIAL or FULL whatever the method; NONE is another path.
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def install(app: FastAPI, routes: Callable[[], Iterable[BaseRoute]]) -> None:
+    """Turn every failure into the envelope; nothing internal leaks to the caller.
+
+    `routes` lists every route of the app, those of included routers too (the app's own
+    list holds a router as one opaque entry), for the `Allow` header of a 405."""
 
     @app.exception_handler(PublisherError)
     async def _publisher_error(_: Request, exc: PublisherError) -> Response:
@@ -225,23 +275,11 @@ def install(app: FastAPI) -> None:
             issue = {"path": "body", "message": str(exc.detail)}
             return error_response(422, "VALIDATION", "Invalid request", {"issues": [issue]})
         if exc.status_code == 405:
-            # RFC 9110: a 405 lists what the resource allows, across every route on the path
-            # (Starlette names only the first route's methods).
-            allowed = sorted(
-                {
-                    method
-                    for route in app.routes
-                    if isinstance(route, Route)
-                    and route.methods
-                    and route.matches(request.scope)[0] != Match.NONE
-                    for method in route.methods
-                }
-            )
             return error_response(
                 405,
                 "METHOD_NOT_ALLOWED",
                 "Method not allowed",
-                headers={"Allow": ", ".join(allowed)},
+                headers={"Allow": ", ".join(allowed_methods(routes(), request.scope))},
             )
         return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail))
 

@@ -10,6 +10,7 @@ from typing import Annotated, Final, TypeVar
 
 from fastapi import Query
 
+from api.schemas import storable
 from shared.errors import Validation
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ def decode(cursor: str | None) -> tuple[datetime, str] | None:
         when = datetime.fromisoformat(at)
         if not isinstance(row_id, str) or when.tzinfo is None:
             raise ValueError
-        return when, row_id
+        return when, storable(row_id)
     except (ValueError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Validation.at("cursor", "Invalid cursor") from exc
 

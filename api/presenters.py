@@ -23,7 +23,7 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
 def post_body(post: ScheduledPost) -> dict[str, Any]:
     """The ScheduledPost resource."""
     return {
-        "id": post.id,
+        "id": post.public_id,
         "containerId": post.container_id,
         "socialAccountId": post.social_account_id,
         "platform": post.platform,

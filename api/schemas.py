@@ -16,8 +16,27 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from shared.clock import ceil_second
 from shared.netcheck import is_public_host
 from shared.settings import get_settings
+
+
+def storable(value: str) -> str:
+    """`value` if PostgreSQL can store it as text; a validation error otherwise.
+
+    PostgreSQL text cannot hold U+0000, and a lone surrogate (legal in JSON's `\\ud800`
+    escape) has no UTF-8 encoding: either would fail in the database as a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+# Every string the API accepts and may store or query with.
+Text = Annotated[str, AfterValidator(storable)]
 
 
 class Wire(BaseModel):
@@ -25,7 +44,7 @@ class Wire(BaseModel):
 
 
 class MediaIn(Wire):
-    url: Annotated[str, StringConstraints(max_length=2048)]
+    url: Annotated[Text, StringConstraints(max_length=2048)]
     type: Literal["video", "image"] | None = None
 
     @field_validator("url")
@@ -39,7 +58,7 @@ class MediaIn(Wire):
 
 
 class ContentUploadIn(Wire):
-    caption: Annotated[str, StringConstraints(min_length=1, max_length=2200)]
+    caption: Annotated[Text, StringConstraints(min_length=1, max_length=2200)]
     media: Annotated[list[MediaIn], Field(min_length=1, max_length=10)]
 
 
@@ -58,18 +77,21 @@ class ContainerOut(BaseModel):
 
 
 class TargetIn(Wire):
-    social_account_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    social_account_id: Annotated[Text, StringConstraints(min_length=1, max_length=64)]
     mode: Literal["publish", "draft"] = "publish"
-    scheduled_post_id: Annotated[str, StringConstraints(max_length=64)] | None = None
-    caption_override: Annotated[str, StringConstraints(max_length=4000)] | None = None
-    first_comment_override: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    scheduled_post_id: Annotated[Text, StringConstraints(max_length=64)] | None = None
+    caption_override: Annotated[Text, StringConstraints(max_length=4000)] | None = None
+    first_comment_override: Annotated[Text, StringConstraints(max_length=4000)] | None = None
 
 
 def _as_utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
+        # Posts are due on whole seconds, rounded up: 9999-12-31T23:59:59.5Z has no such second.
+        ceil_second(utc)
     except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
-        raise ValueError("must be a time representable in UTC") from exc
+        raise ValueError("must be a time representable in UTC, to the second") from exc
+    return utc
 
 
 # An aware time, normalised to UTC (never a 500 for an offset that overflows the year 9999).
@@ -92,7 +114,7 @@ class RescheduleIn(Wire):
 
 
 class CancelIn(Wire):
-    reason: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    reason: Annotated[Text, StringConstraints(max_length=1024)] | None = None
 
 
 class LastError(BaseModel):

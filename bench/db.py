@@ -113,18 +113,22 @@ class BenchDatabase:
         """
         sql = text(
             """
+            WITH due AS (
+                SELECT 'sp_' || gen_random_uuid() AS i, t, n
+                FROM unnest(CAST(:times AS timestamptz[])) WITH ORDINALITY AS u(t, n)
+            )
             INSERT INTO scheduled_posts (
-                id, organization_id, project_id, container_id, social_account_id, platform,
-                mode, status, scheduled_for, dispatch_version, attempts, created_at,
+                id, public_id, organization_id, project_id, container_id, social_account_id,
+                platform, mode, status, scheduled_for, dispatch_version, attempts, created_at,
                 updated_at, task_id, dispatched_at
             )
-            SELECT 'sp_' || gen_random_uuid(), :org, :prj, :cnt,
+            SELECT i, i, :org, :prj, :cnt,
                    (CAST(:accounts AS text[]))[1 + (n % cardinality(CAST(:accounts AS text[])))],
                    (CAST(:platforms AS text[]))[1 + (n % cardinality(CAST(:accounts AS text[])))],
                    'publish', 'queued', t, 1, 0, now(), now(),
                    CASE WHEN :held THEN CAST(gen_random_uuid() AS text) END,
                    CASE WHEN :held THEN now() END
-            FROM unnest(CAST(:times AS timestamptz[])) WITH ORDINALITY AS u(t, n)
+            FROM due
             ORDER BY n
             RETURNING id
             """
@@ -143,18 +147,22 @@ class BenchDatabase:
             conn.execute(
                 text(
                     """
-                    INSERT INTO scheduled_posts (
-                        id, organization_id, project_id, container_id, social_account_id,
-                        platform, mode, status, scheduled_for, dispatch_version, attempts,
-                        created_at, updated_at
+                    WITH spread AS (
+                        SELECT 'sp_' || gen_random_uuid() AS i, g
+                        FROM generate_series(1, :count) AS g
                     )
-                    SELECT 'sp_' || gen_random_uuid(), :org, :prj, :cnt,
+                    INSERT INTO scheduled_posts (
+                        id, public_id, organization_id, project_id, container_id,
+                        social_account_id, platform, mode, status, scheduled_for,
+                        dispatch_version, attempts, created_at, updated_at
+                    )
+                    SELECT i, i, :org, :prj, :cnt,
                            (CAST(:accounts AS text[]))[1 + g % 2],
                            (CAST(:platforms AS text[]))[1 + g % 2],
                            'publish', 'queued',
                            CAST(:start AS timestamptz) + random() * CAST(:span AS interval),
                            1, 0, now(), now()
-                    FROM generate_series(1, :count) AS g
+                    FROM spread
                     """
                 ),
                 {**self._params(tenant), "start": start, "span": span, "count": count},

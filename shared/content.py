@@ -15,14 +15,13 @@ from shared.models import (
     SANDBOX_ADAPTER,
     ContentContainer,
     Project,
-    ScheduledPost,
     SocialAccount,
 )
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm")
 
 
-Owned = TypeVar("Owned", Project, ContentContainer, ScheduledPost)
+Owned = TypeVar("Owned", Project, ContentContainer)
 
 
 def get_owned(
@@ -40,7 +39,6 @@ def get_owned(
 _NAMES: dict[type[Any], str] = {
     Project: "Project",
     ContentContainer: "Content container",
-    ScheduledPost: "Scheduled post",
 }
 
 

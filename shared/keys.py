@@ -80,7 +80,13 @@ def create_key(
 def parse_token(token: str) -> tuple[str, str, str]:
     """(env, key id, secret) from `lp_<env>_<keyId>_<secret>`, or Unauthenticated."""
     parts = token.split("_")
-    if len(parts) != 4 or parts[0] != "lp" or parts[1] not in ENVS or not parts[2] or not parts[3]:
+    # Key ids and secrets are hex; anything else (a NUL, a non-ASCII byte) never reaches SQL.
+    if (
+        len(parts) != 4
+        or parts[0] != "lp"
+        or parts[1] not in ENVS
+        or not all(p.isascii() and p.isalnum() for p in parts[2:])
+    ):
         raise Unauthenticated("Malformed API key")
     return parts[1], parts[2], parts[3]
 

@@ -143,8 +143,10 @@ class ScheduledPost(Base):
             name="status",
         ),
         CheckConstraint("mode IN ('publish', 'draft')", name="mode"),
+        # Each organization has its own id space for the ids callers see.
+        Index("uq_scheduled_posts_org_public_id", "organization_id", "public_id", unique=True),
         # The list endpoint: newest scheduledFor first within a project.
-        Index("ix_scheduled_posts_project_sched", "project_id", "scheduled_for", "id"),
+        Index("ix_scheduled_posts_project_sched", "project_id", "scheduled_for", "public_id"),
         # The dispatcher scans only queued rows by time; this index stays small.
         Index(
             "ix_scheduled_posts_queued_due",
@@ -159,7 +161,11 @@ class ScheduledPost(Base):
         ),
     )
 
+    # The internal key: task arguments, logs, the audit log and the platform's idempotency key.
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The id on the wire, unique per organization: the same as `id` unless the caller chose
+    # one (`scheduledPostId`), so another tenant's choice can never be seen as "taken".
+    public_id: Mapped[str] = mapped_column(String(64))
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     container_id: Mapped[str] = mapped_column(ForeignKey("content_containers.id"))

@@ -20,9 +20,8 @@ from typing import Any
 from sqlalchemy import Select, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
-from shared import ids
+from shared import ids, platform_rules
 from shared.clock import ceil_second
-from shared.content import get_owned
 from shared.errors import Conflict, NotFound, Validation
 from shared.models import (
     SANDBOX_ADAPTER,
@@ -80,17 +79,26 @@ def _audit(
     )
 
 
+def _by_public_id(organization_id: str, public_id: str) -> Select[ScheduledPost]:
+    return select(ScheduledPost).where(
+        ScheduledPost.organization_id == organization_id, ScheduledPost.public_id == public_id
+    )
+
+
 def get_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
-    """The post in this organization, or NotFound (a foreign id looks like a missing one)."""
-    return get_owned(session, ScheduledPost, ids.SCHEDULED_POST, organization_id, post_id)
+    """The post with this wire id in this organization, or NotFound (a foreign id looks like a
+    missing one)."""
+    if ids.is_valid(post_id, ids.SCHEDULED_POST):
+        post = session.scalars(_by_public_id(organization_id, post_id)).one_or_none()
+        if post is not None:
+            return post
+    raise NotFound("Scheduled post not found")
 
 
 def _lock_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
     if ids.is_valid(post_id, ids.SCHEDULED_POST):
         post = session.scalars(
-            select(ScheduledPost)
-            .where(ScheduledPost.id == post_id, ScheduledPost.organization_id == organization_id)
-            .with_for_update()
+            _by_public_id(organization_id, post_id).with_for_update()
         ).one_or_none()
         if post is not None:
             return post
@@ -131,11 +139,18 @@ def schedule(
         )
     }
     wanted_ids = [t.scheduled_post_id for t in targets if t.scheduled_post_id]
-    # Two requests naming the same new id: the second waits here, then sees it taken.
+    # Two requests naming the same new id: the second waits here, then sees it taken. Ids are
+    # per organization, so another organization's choice of the same id is never "taken".
     for wanted in sorted(set(wanted_ids)):
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(wanted, 0))))
+        lock_key = func.hashtextextended(f"{actor.organization_id}\n{wanted}", 0)
+        session.execute(select(func.pg_advisory_xact_lock(lock_key)))
     taken = set(
-        session.scalars(select(ScheduledPost.id).where(ScheduledPost.id.in_(wanted_ids)))
+        session.scalars(
+            select(ScheduledPost.public_id).where(
+                ScheduledPost.organization_id == actor.organization_id,
+                ScheduledPost.public_id.in_(wanted_ids),
+            )
+        )
         if wanted_ids
         else []
     )
@@ -165,6 +180,8 @@ def schedule(
                     {"path": f"{path}.scheduledPostId", "message": "This id is already in use"}
                 )
             seen_ids.add(t.scheduled_post_id)
+        if t.social_account_id in accounts:
+            issues += _platform_issues(path, accounts[t.social_account_id].platform, container, t)
     if issues:
         raise Validation(issues)
 
@@ -172,8 +189,10 @@ def schedule(
     posts = []
     for t in targets:
         account = accounts[t.social_account_id]
+        key = ids.new_id(ids.SCHEDULED_POST)
         post = ScheduledPost(
-            id=t.scheduled_post_id or ids.new_id(ids.SCHEDULED_POST),
+            id=key,
+            public_id=t.scheduled_post_id or key,
             organization_id=actor.organization_id,
             project_id=container.project_id,
             container_id=container.id,
@@ -203,6 +222,22 @@ def schedule(
             details={"scheduledFor": scheduled_for.isoformat()},
         )
     return posts
+
+
+def _platform_issues(
+    path: str, platform: str, container: ContentContainer, target: Target
+) -> list[dict[str, str]]:
+    """What this target's platform would refuse, known now rather than at upload time."""
+    issues = []
+    overridden = target.caption_override is not None
+    caption = target.caption_override if overridden else container.caption
+    assert caption is not None
+    if problem := platform_rules.caption_problem(platform, caption):
+        where = f"{path}.captionOverride" if overridden else path
+        issues.append({"path": where, "message": problem})
+    if problem := platform_rules.media_problem(platform, container.media):
+        issues.append({"path": f"{path}.socialAccountId", "message": problem})
+    return issues
 
 
 @dataclass(frozen=True)
@@ -554,7 +589,7 @@ class PostFilter:
 def list_posts_query(
     organization_id: str, project_id: str, flt: PostFilter, after: tuple[datetime, str] | None
 ) -> Select[ScheduledPost]:
-    """Newest `scheduledFor` first, keyset-paginated on (scheduled_for, id)."""
+    """Newest `scheduledFor` first, keyset-paginated on (scheduled_for, public_id)."""
     q = select(ScheduledPost).where(
         ScheduledPost.organization_id == organization_id,
         ScheduledPost.project_id == project_id,
@@ -569,6 +604,7 @@ def list_posts_query(
         q = q.where(ScheduledPost.scheduled_for <= flt.until)
     if after is not None:
         q = q.where(
-            tuple_(ScheduledPost.scheduled_for, ScheduledPost.id) < tuple_(after[0], after[1])
+            tuple_(ScheduledPost.scheduled_for, ScheduledPost.public_id)
+            < tuple_(after[0], after[1])
         )
-    return q.order_by(ScheduledPost.scheduled_for.desc(), ScheduledPost.id.desc())
+    return q.order_by(ScheduledPost.scheduled_for.desc(), ScheduledPost.public_id.desc())

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # The largest request body the API reads. The contract's biggest (50 targets with two
     # 4000-char overrides each, every char a \\uXXXX escape) is about 2.4 MB.
     max_body_bytes: int = Field(default=4 * 1_048_576, ge=1024)
+    # A request body must arrive in full within this many seconds, else 408 REQUEST_TIMEOUT:
+    # a stalled body (a short Content-Length, a trickling client) never holds a connection
+    # for long. 4 MiB in 30 s is a client slower than 140 KB/s.
+    body_timeout_s: float = Field(default=30.0, gt=0)
 
     # Requests per minute per API key, by endpoint class; a key may carry its own.
     rate_limit_read_per_min: int = Field(default=1200, ge=1)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import ProgrammingError
 
 from api.routes import scheduled_posts as routes
@@ -29,6 +29,8 @@ from shared.keys import create_key, revoke_key
 from shared.models import ContentContainer, Project, ScheduledPost
 from shared.posts import ClaimResult
 from shared.tenants import add_social_account
+from tests.checks import envelope_error as _error
+from tests.checks import issue_paths as _paths
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 
 ALL_SCOPES = ("publish:read", "publish:write", "content:read", "content:write", "social:read")
@@ -57,32 +59,6 @@ MEDIA = [{"url": "https://cdn.example.com/clip.mp4"}]
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The error object, after checking the exact envelope and its request id."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"}, body
-    err: dict[str, Any] = body["error"]
-    assert set(err) == {"code", "message", "requestId", "details"}, err
-    assert err["code"] == code, err
-    assert isinstance(err["message"], str) and err["message"]
-    assert isinstance(err["details"], dict)
-    assert err["requestId"] and err["requestId"] == r.headers["x-request-id"]
-    return err
-
-
-def _paths(r: httpx.Response) -> list[str]:
-    """The `details.issues[].path` of a 422, after checking each issue's shape."""
-    issues = _error(r, 422, "VALIDATION")["details"]["issues"]
-    assert issues
-    for issue in issues:
-        assert set(issue) == {"path", "message"}, issue
-        assert isinstance(issue["path"], str) and issue["path"]
-        assert isinstance(issue["message"], str) and issue["message"]
-    return [i["path"] for i in issues]
 
 
 def _sans_request_id(r: httpx.Response) -> dict[str, Any]:
@@ -115,8 +91,11 @@ def _parse(value: str) -> datetime:
 
 
 def _row(post_id: str) -> ScheduledPost:
+    """The row behind a wire id (the same as its key unless the caller chose the id)."""
     with transaction() as tx:
-        row = tx.session.get(ScheduledPost, post_id)
+        row = tx.session.scalars(
+            select(ScheduledPost).where(ScheduledPost.public_id == post_id)
+        ).one_or_none()
         assert row is not None
         return row
 
@@ -369,7 +348,8 @@ def test_schedule_creates_one_queued_post_per_target(
                     "socialAccountId": tenant.accounts["instagram"],
                     "mode": "draft",
                     "scheduledPostId": chosen,
-                    "captionOverride": "c" * 4000,
+                    # The platform's caption limit, not the wire's 4000: see test_hardening.
+                    "captionOverride": "c" * 2200,
                     "firstCommentOverride": "f" * 4000,
                 },
             ],
@@ -403,7 +383,7 @@ def test_schedule_creates_one_queued_post_per_target(
     assert items[0]["id"] != chosen
     assert _count("scheduled_posts") == 2
     row = _row(chosen)
-    assert (row.caption_override, row.first_comment_override) == ("c" * 4000, "f" * 4000)
+    assert (row.caption_override, row.first_comment_override) == ("c" * 2200, "f" * 4000)
     # A far-future post holds no broker message: the dispatcher sends it near its time.
     assert _broker_messages() == []
 
@@ -1311,10 +1291,11 @@ BOUNDARY_CASES = {
     "schedule 10 s in the past": ("POST", SCHEDULE, lambda c: _sched(c, scheduledFor=at(-10))),
     "caption 2200": ("POST", UPLOAD, lambda _: _up(caption="c" * 2200)),
     "10 media": ("POST", UPLOAD, lambda _: _up(media=_media(10))),
-    "overrides 4000": (
+    # The caption's bound is the platform's (2200), the first comment's the wire's (4000).
+    "overrides 2200 and 4000": (
         "POST",
         SCHEDULE,
-        _t(captionOverride="c" * 4000, firstCommentOverride="f" * 4000),
+        _t(captionOverride="c" * 2200, firstCommentOverride="f" * 4000),
     ),
     "reschedule 60 s ahead": ("POST", RESCHEDULE, lambda _: {"json": {"scheduledFor": at(60)}}),
     "posts limit 1": ("GET", POSTS, _query(limit=1)),

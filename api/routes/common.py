@@ -12,10 +12,11 @@ from pydantic import BaseModel
 from api import idempotency
 from api.deps import Principal
 from api.envelope import ErrorEnvelopeDoc
+from api.schemas import Text
 from shared.db import Tx, transaction
 
 IdempotencyKey = Annotated[
-    str | None,
+    Text | None,
     Header(
         alias="Idempotency-Key",
         max_length=idempotency.MAX_KEY_LENGTH,

@@ -25,6 +25,7 @@ from api.schemas import (
     ScheduledPostsCreated,
     ScheduleIn,
     TargetIn,
+    Text,
 )
 from shared import content, logs, metrics, posts
 from shared.clock import iso, utcnow
@@ -167,7 +168,7 @@ def list_scheduled_posts(
     session: ReadSession,
     principal: Annotated[Principal, Depends(require("publish:read"))],
     status: Annotated[list[PostStatus] | None, Query(description="Repeatable")] = None,
-    socialAccountId: Annotated[str | None, Query(max_length=64)] = None,
+    socialAccountId: Annotated[Text | None, Query(max_length=64)] = None,
     since: Annotated[AwareDatetime | None, Query(description="scheduledFor >= since")] = None,
     until: Annotated[AwareDatetime | None, Query(description="scheduledFor <= until")] = None,
     cursor: pagination.Cursor = None,
@@ -186,7 +187,7 @@ def list_scheduled_posts(
     after = pagination.decode(cursor)
     query = posts.list_posts_query(principal.organization_id, projectId, flt, after)
     rows = list(session.scalars(query.limit(limit + 1)))
-    items, next_cursor = pagination.page(rows, limit, lambda p: (p.scheduled_for, p.id))
+    items, next_cursor = pagination.page(rows, limit, lambda p: (p.scheduled_for, p.public_id))
     return json_response({"items": [post_body(p) for p in items], "nextCursor": next_cursor})
 
 
@@ -224,7 +225,7 @@ def reschedule(
         )
         return json_response(
             {
-                "id": done.post.id,
+                "id": done.post.public_id,
                 "status": done.post.status,
                 "scheduledFor": iso(done.post.scheduled_for),
                 "updatedAt": iso(done.post.updated_at),
@@ -264,5 +265,9 @@ def cancel(
     metrics.CANCELS.labels("won").inc()
     logs.transition(done.post.id, principal.organization_id, done.previous_status + "->canceled")
     return json_response(
-        {"id": done.post.id, "status": "canceled", "canceledAt": iso(done.post.canceled_at)}
+        {
+            "id": done.post.public_id,
+            "status": "canceled",
+            "canceledAt": iso(done.post.canceled_at),
+        }
     )
