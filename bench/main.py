@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -165,10 +164,10 @@ def _measure(args: argparse.Namespace, workdir: Path) -> Results:
         print(stack.logs(), file=sys.stderr)
         raise
     finally:
+        # The logs of a failed run stay for whoever reads the traceback.
+        stack.keep_logs = args.keep_logs or not ok
         stack.stop()
         db.drop()
-        if ok and not args.keep_logs:
-            shutil.rmtree(stack.logdir, ignore_errors=True)
     return Results(
         machine=machine,
         settings={

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import httpx
@@ -17,9 +18,22 @@ from sqlalchemy import create_engine, text
 from chaos.history import Fault, History
 from chaos.options import ALL_FAULTS, PROCESS_FAULTS
 from harness.stack import Stack, children_of
+from sandbox.faults import DEFAULTS
 
 # How long a platform fault stays on.
 SPELL_S: Final = 5.0
+# The sandbox knobs each platform fault sets while it is on (sandbox/faults.py).
+SPELLS: Final[dict[str, dict[str, float]]] = {
+    "latency": {"latency_ms": 1500, "latency_jitter_ms": 500},
+    "http_429": {"rate_429": 0.3, "retry_after_s": 0.5},
+    "http_503": {"rate_503": 0.3},
+    "lost_response": {"rate_lost": 0.3},
+}
+# Off is every knob a spell touches back at its default. A knob the sandbox doesn't define
+# fails here, at import, rather than as a 400 in the middle of a run.
+FAULTS_OFF: Final[dict[str, float | int | None]] = {
+    name: DEFAULTS[name] for spell in SPELLS.values() for name in spell
+}
 
 
 class Injector:
@@ -53,10 +67,7 @@ class Injector:
             "worker_kill": self._worker_kill,
             "redis_restart": self._redis_restart,
             "pg_terminate": self._pg_terminate,
-            "latency": lambda: self._spell({"latency_ms": 1500, "latency_jitter_ms": 500}),
-            "http_429": lambda: self._spell({"rate_429": 0.3, "retry_after_s": 0.5}),
-            "http_503": lambda: self._spell({"rate_503": 0.3}),
-            "lost_response": lambda: self._spell({"rate_lost": 0.3}),
+            **{kind: partial(self._spell, spell) for kind, spell in SPELLS.items()},
         }
 
     def start(self) -> None:
@@ -81,16 +92,7 @@ class Injector:
             self.history.fault(Fault(kind, time.time(), detail))
 
     def _faults_off(self) -> None:
-        httpx.put(
-            f"{self.sandbox_url}/faults",
-            json={
-                "latency_ms": 0,
-                "latency_jitter_ms": 0,
-                "rate_429": 0,
-                "rate_503": 0,
-                "rate_lost": 0,
-            },
-        ).raise_for_status()
+        httpx.put(f"{self.sandbox_url}/faults", json=FAULTS_OFF).raise_for_status()
 
     def _spell(self, faults: dict[str, float]) -> str:
         httpx.put(f"{self.sandbox_url}/faults", json=faults).raise_for_status()

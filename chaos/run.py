@@ -222,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             concurrency=args.concurrency,
             env_overrides=dict(CHAOS_ENV),
+            keep_logs=args.keep,
         )
         stack.start()
         api_url, sandbox_url = stack.api_url, stack.sandbox_url

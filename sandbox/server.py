@@ -7,21 +7,24 @@ what the platform *received* rather than on what the caller *believes* happened.
 
 import asyncio
 import dataclasses
-import math
+import hashlib
+import json
 import random
 import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandbox.faults import KNOBS, Faults, Kind
 
 MAX_CAPTION_CHARS = 2200
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -29,41 +32,63 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 Platform = Literal["tiktok", "instagram"]
 Mode = Literal["publish", "draft"]
 
-_RATE_FIELDS = ("rate_429", "rate_503", "rate_lost", "rate_400", "rate_lookup_503")
-_NON_NEGATIVE_FIELDS = ("latency_ms", "latency_jitter_ms", "retry_after_s")
 _ID_PREFIX: dict[str, str] = {"tiktok": "tt_", "instagram": "ig_"}
 
+Endpoint = Literal["post", "lookup"]
 
-@dataclass
-class Faults:
-    """Fault-injection knobs; every rate is an independent probability per request."""
 
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    rate_429: float = 0.0
-    retry_after_s: float = 1.0
-    rate_503: float = 0.0
-    rate_lost: float = 0.0
-    rate_400: float = 0.0
-    # The platform cannot say: lookups by idempotency key answer 503.
-    rate_lookup_503: float = 0.0
-    seed: int | None = None
+@dataclass(frozen=True)
+class PostDraws:
+    """Every random number one POST /v1/posts may use, drawn up front and always all of them,
+    so a request's faults don't depend on which rates happen to be non-zero."""
 
-    def __post_init__(self) -> None:
-        """Reject values that would make the simulation meaningless."""
-        for name in (*_RATE_FIELDS, *_NON_NEGATIVE_FIELDS):
-            # Normalise ints (and numeric strings) so later float-only calls and the JSON
-            # shape of GET /faults don't depend on how the caller spelled the number.
-            setattr(self, name, float(getattr(self, name)))
-        for name in _RATE_FIELDS:
-            value = getattr(self, name)
-            # Written as a positive range check so that NaN fails it too.
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        for name in _NON_NEGATIVE_FIELDS:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    latency: float
+    rate_429: float
+    rate_503: float
+    rate_400: float
+    rate_lost: float
+
+
+@dataclass(frozen=True)
+class LookupDraws:
+    """Every random number one GET /v1/posts/{key} may use."""
+
+    latency: float
+    rate_lookup_503: float
+
+
+def request_rng(seed: int | None, endpoint: Endpoint, key: str, index: int) -> random.Random:
+    """The RNG of one request: the `index`-th (from 0) that `key` made to `endpoint`.
+
+    Seeded, it is a function of (seed, endpoint, key, index) alone, so each key sees the same
+    fault sequence however its requests interleave with other keys'. Unseeded, it is random.
+    """
+    if seed is None:
+        return random.Random()  # seeded from os.urandom
+    material = json.dumps([seed, endpoint, key, index]).encode()
+    return random.Random(int.from_bytes(hashlib.sha256(material).digest(), "big"))
+
+
+class DrawCounter:
+    """How many requests each idempotency key has made to each endpoint: the index of the
+    next request's draws."""
+
+    def __init__(self) -> None:
+        """Start with every key at 0."""
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[Endpoint, str], int] = {}
+
+    def next(self, endpoint: Endpoint, key: str) -> int:
+        """The index of this request (0 for a key's first), counted."""
+        with self._lock:
+            index = self._counts.get((endpoint, key), 0)
+            self._counts[endpoint, key] = index + 1
+            return index
+
+    def reset(self) -> None:
+        """Every key starts its sequence again."""
+        with self._lock:
+            self._counts.clear()
 
 
 @dataclass(frozen=True)
@@ -174,23 +199,24 @@ class PostRequest(BaseModel):
     first_comment: str | None = Field(default=None, alias="firstComment")
 
 
-class FaultsUpdate(BaseModel):
-    """Body of PUT /faults; only the fields actually sent are applied."""
+def _update_field(kind: Kind) -> Any:
+    # Non-optional types (but the seed's) so an explicit null is rejected.
+    return int | None if kind == "seed" else float
 
-    # A typo in a knob name must fail loudly, otherwise a test silently runs fault-free.
-    model_config = ConfigDict(extra="forbid")
 
-    # Non-optional types so an explicit null is rejected; defaults are never applied
-    # because the handler only reads fields the client set.
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    rate_429: float = 0.0
-    retry_after_s: float = 1.0
-    rate_503: float = 0.0
-    rate_lost: float = 0.0
-    rate_400: float = 0.0
-    rate_lookup_503: float = 0.0
-    seed: int | None = None
+# Body of PUT /faults, one optional field per knob. Defaults are never applied: the handler
+# only reads the fields the client set. A typo in a knob name must fail loudly, otherwise a
+# test silently runs fault-free.
+_UPDATE_FIELDS: Final[dict[str, Any]] = {
+    knob.name: (_update_field(knob.kind), Field(default=knob.default, description=knob.help))
+    for knob in KNOBS
+}
+FaultsUpdate: Final[type[BaseModel]] = create_model(
+    "FaultsUpdate",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Body of PUT /faults; only the fields actually sent are applied.",
+    **_UPDATE_FIELDS,
+)
 
 
 def _error(
@@ -240,19 +266,32 @@ def _describe_validation_error(exc: RequestValidationError) -> str:
 
 
 def create_app(faults: Faults | None = None) -> FastAPI:
-    """Build a fresh sandbox app with its own Ledger, Faults and RNG."""
+    """Build a fresh sandbox app with its own Ledger, Faults and draw counters."""
     live_faults = dataclasses.replace(faults) if faults is not None else Faults()
     ledger = Ledger()
-    # All fault and jitter draws come from this one RNG so a seeded, sequential client sees a
-    # reproducible fault pattern. External ids use `secrets` instead so they never collide
-    # across restarts that reuse a seed.
-    rng = random.Random(live_faults.seed)
+    # Each request draws from its own RNG, derived from the seed, its idempotency key and how
+    # many requests that key made before it (request_rng): a seeded run gives every key the
+    # same fault sequence whatever the concurrency. External ids use `secrets` instead so
+    # they never collide across restarts that reuse a seed.
+    draws = DrawCounter()
 
     app = FastAPI(title="Sandbox platform", version="1")
     # These objects are only ever mutated in place, so references held by tests stay live.
     app.state.ledger = ledger
     app.state.faults = live_faults
-    app.state.rng = rng
+    app.state.draws = draws
+
+    def rng_for(endpoint: Endpoint, key: str) -> random.Random:
+        seed = live_faults.seed
+        # Unseeded draws are random anyway: no need to count (or remember) every key.
+        index = draws.next(endpoint, key) if seed is not None else 0
+        return request_rng(seed, endpoint, key, index)
+
+    def apply(merged: Faults, *, reseed: bool) -> None:
+        for field in dataclasses.fields(Faults):
+            setattr(live_faults, field.name, getattr(merged, field.name))
+        if reseed:
+            draws.reset()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -270,8 +309,8 @@ def create_app(faults: Faults | None = None) -> FastAPI:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
-    async def _simulate_latency() -> None:
-        delay_ms = live_faults.latency_ms + rng.random() * live_faults.latency_jitter_ms
+    async def _simulate_latency(draw: float) -> None:
+        delay_ms = live_faults.latency_ms + draw * live_faults.latency_jitter_ms
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000.0)
 
@@ -282,7 +321,15 @@ def create_app(faults: Faults | None = None) -> FastAPI:
     ) -> JSONResponse:
         """Create a post exactly once per idempotency key, subject to injected faults."""
         ledger.count_request()
-        await _simulate_latency()
+        rng = rng_for("post", idempotency_key or "")
+        draw = PostDraws(
+            latency=rng.random(),
+            rate_429=rng.random(),
+            rate_503=rng.random(),
+            rate_400=rng.random(),
+            rate_lost=rng.random(),
+        )
+        await _simulate_latency(draw.latency)
 
         if (
             idempotency_key is None
@@ -295,11 +342,7 @@ def create_app(faults: Faults | None = None) -> FastAPI:
                 f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_CHARS} characters)",
             )
 
-        # Always draw both so the fault sequence for a given seed doesn't depend on which
-        # rates happen to be non-zero.
-        draw_429 = rng.random()
-        draw_503 = rng.random()
-        if draw_429 < live_faults.rate_429:
+        if draw.rate_429 < live_faults.rate_429:
             retry_after = _format_seconds(live_faults.retry_after_s)
             return _error(
                 429,
@@ -307,7 +350,7 @@ def create_app(faults: Faults | None = None) -> FastAPI:
                 f"rate limit exceeded, retry after {retry_after}s",
                 headers={"Retry-After": retry_after},
             )
-        if draw_503 < live_faults.rate_503:
+        if draw.rate_503 < live_faults.rate_503:
             return _error(503, "unavailable", "platform temporarily unavailable")
 
         # From here to insert_if_absent there must be no await: the event loop can't
@@ -319,7 +362,7 @@ def create_app(faults: Faults | None = None) -> FastAPI:
         violation = _platform_rule_violation(body)
         if violation is not None:
             return _error(400, *violation)
-        if rng.random() < live_faults.rate_400:
+        if draw.rate_400 < live_faults.rate_400:
             return _error(400, "rejected_by_platform", "the platform rejected this post")
 
         external_id = _ID_PREFIX[body.platform] + secrets.token_hex(8)
@@ -337,7 +380,7 @@ def create_app(faults: Faults | None = None) -> FastAPI:
             # Only reachable when the ledger is shared across threads; still a replay.
             return JSONResponse(status_code=200, content=stored.to_json())
 
-        if rng.random() < live_faults.rate_lost:
+        if draw.rate_lost < live_faults.rate_lost:
             return _error(
                 502, "bad_gateway", "upstream connection reset before the response was sent"
             )
@@ -347,8 +390,10 @@ def create_app(faults: Faults | None = None) -> FastAPI:
     @app.get("/v1/posts/{idempotency_key:path}")
     async def get_post(idempotency_key: str) -> JSONResponse:
         """Look up a post by idempotency key; latency and `rate_lookup_503` apply."""
-        await _simulate_latency()
-        if rng.random() < live_faults.rate_lookup_503:
+        rng = rng_for("lookup", idempotency_key)
+        draw = LookupDraws(latency=rng.random(), rate_lookup_503=rng.random())
+        await _simulate_latency(draw.latency)
+        if draw.rate_lookup_503 < live_faults.rate_lookup_503:
             return _error(503, "unavailable", "lookup temporarily unavailable")
         post = ledger.get(idempotency_key)
         if post is None:
@@ -363,8 +408,9 @@ def create_app(faults: Faults | None = None) -> FastAPI:
 
     @app.post("/ledger/reset", status_code=204)
     async def reset_ledger() -> Response:
-        """Clear posts and the request counter."""
+        """Clear posts and the request counter; every key's fault sequence starts again."""
         ledger.reset()
+        draws.reset()
         return Response(status_code=204)
 
     @app.get("/faults")
@@ -372,19 +418,37 @@ def create_app(faults: Faults | None = None) -> FastAPI:
         """The fault configuration currently in effect."""
         return dataclasses.asdict(live_faults)
 
-    @app.put("/faults")
-    async def put_faults(update: FaultsUpdate) -> JSONResponse:
-        """Change any subset of the fault knobs at runtime; reseed the RNG if seed is given."""
+    @app.put(
+        "/faults",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": FaultsUpdate.model_json_schema()}},
+            }
+        },
+    )
+    async def put_faults(request: Request) -> JSONResponse:
+        """Change any subset of the fault knobs at runtime. Setting the seed (even to the
+        same value) starts every key's fault sequence again."""
+        try:
+            update = FaultsUpdate.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+            ) from exc
         changes = update.model_dump(exclude_unset=True)
         try:
             # Validate the merged result first so a bad value leaves the live config untouched.
             merged = dataclasses.replace(live_faults, **changes)
         except ValueError as exc:
             return _error(400, "invalid_request", str(exc))
-        for field in dataclasses.fields(Faults):
-            setattr(live_faults, field.name, getattr(merged, field.name))
-        if "seed" in changes:
-            rng.seed(live_faults.seed)
+        apply(merged, reseed="seed" in changes)
+        return JSONResponse(status_code=200, content=dataclasses.asdict(live_faults))
+
+    @app.post("/faults/reset")
+    async def reset_faults() -> JSONResponse:
+        """Every knob back to its default: no faults, no latency, no seed."""
+        apply(Faults(), reseed=True)
         return JSONResponse(status_code=200, content=dataclasses.asdict(live_faults))
 
     @app.get("/healthz")

@@ -3,6 +3,7 @@ checked for the posts involved: the right terminal state, one ledger entry or no
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,11 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import select, text
 
 from harness.stack import ROOT, Stack, children_of, free_port, wait_until
 from shared.db import engine, new_session
 from shared.models import ScheduledPost
+from shared.settings import get_settings
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 
 pytestmark = pytest.mark.integration
@@ -69,6 +72,18 @@ def _failpoint_pid(stack: Stack, name: str, post_id: str, timeout: float = 20) -
 
     pid: int = wait_until(find, timeout, what=f"failpoint {name}")
     return pid
+
+
+def _held_task_ids(stack: Stack) -> set[str]:
+    """Ids of the tasks whose messages a worker has received and not acked yet: the Redis
+    transport keeps each in the broker's `unacked` hash until the task has run."""
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        held = client.hvals("unacked")
+    finally:
+        client.close()
+    # Each value is [message, exchange, routing key]; the task id is in the headers.
+    return {json.loads(raw)[0]["headers"]["id"] for raw in held}
 
 
 def _one_post(api: httpx.Client, tenant: TenantFixture, seconds: float = 1) -> str:
@@ -121,7 +136,11 @@ def test_whole_worker_node_killed_then_restarted(
     posts = schedule(api, live_tenant, cid, at(4), list(live_tenant.accounts.values()))
     ids = [p["id"] for p in posts]
     wait_until(lambda: all(r.task_id for r in _rows(ids).values()), 10, what="dispatched")
-    time.sleep(1)  # let the workers receive and hold the ETA messages
+    wait_until(
+        lambda: {r.task_id for r in _rows(ids).values()} <= _held_task_ids(stack),
+        10,
+        what="the workers to hold the ETA messages",
+    )
     for name in ("worker0", "worker1"):
         os.killpg(stack.procs[name].pid, signal.SIGKILL)
         stack.procs[name].wait()
@@ -194,6 +213,8 @@ def test_database_connections_killed_mid_flight(
     t = threading.Thread(target=terminator)
     t.start()
     try:
+        # Not a wait for a condition: the fault window. Connections are cut for 6 s, which
+        # spans the posts' claims, uploads and records (they are due 2 s in).
         time.sleep(6)
     finally:
         stop.set()
@@ -204,29 +225,51 @@ def test_database_connections_killed_mid_flight(
 
 
 @pytest.mark.parametrize(
-    ("faults", "retried"),
+    ("faults", "retried", "may_run_out"),
     [
-        ({"rate_429": 0.5, "retry_after_s": 0.2, "seed": 1}, True),
-        ({"rate_503": 0.5, "seed": 2}, True),
-        # A lost response is settled by lookup: the platform never sees a second POST.
-        ({"rate_lost": 0.5, "seed": 3}, False),
-        ({"rate_429": 0.2, "rate_503": 0.2, "rate_lost": 0.2, "latency_ms": 50, "seed": 4}, True),
+        # 429s and 503s are retried under one key; a post that draws one on every try runs
+        # out of tries (worker/publishing.py) and fails, as designed, with nothing posted.
+        ({"rate_429": 0.5, "retry_after_s": 0.2, "seed": 1}, True, True),
+        ({"rate_503": 0.5, "seed": 2}, True, True),
+        # A lost response is settled by lookup (these faults leave lookups alone): every post
+        # goes out, and the platform never sees a second POST.
+        ({"rate_lost": 0.5, "seed": 3}, False, False),
+        (
+            {"rate_429": 0.2, "rate_503": 0.2, "rate_lost": 0.2, "latency_ms": 50, "seed": 4},
+            True,
+            True,
+        ),
     ],
     ids=["429", "503", "lost", "mixed"],
 )
 def test_flaky_platform(
-    faults: dict[str, Any], retried: bool, api: httpx.Client, stack: Stack
+    faults: dict[str, Any], retried: bool, may_run_out: bool, api: httpx.Client, stack: Stack
 ) -> None:
     """429 (with Retry-After), 503 and lost responses: retried under one key, resolved by
-    lookup; every post published exactly once."""
+    lookup. Each post ends published with exactly one ledger entry, or, once its tries are
+    spent, failed with PLATFORM_UNAVAILABLE and none."""
+    tries = int(stack.env_overrides.get("PLATFORM_MAX_TRIES", get_settings().platform_max_tries))
     tenant = make_tenant("Flaky", sandbox_url=stack.sandbox_url, extra_accounts=12)
     stack.set_faults(**faults)
     cid = upload(api, tenant)
     ids = [p["id"] for p in schedule(api, tenant, cid, at(1), tenant.extra_accounts)]
+    # Checks one ledger entry per published post and none for any other.
     rows = _settle(stack, ids, timeout=60)
-    assert {r.status for r in rows.values()} == {"published"}
+    failed = {pid: row.last_error for pid, row in rows.items() if row.status == "failed"}
+    assert {r.status for r in rows.values()} <= {"published", "failed"}
+    for pid, error in failed.items():
+        assert may_run_out, (pid, error)
+        assert error is not None, pid
+        assert error["code"] == "PLATFORM_UNAVAILABLE", (pid, error)
+        assert f"after {tries} tries" in error["message"], (pid, error)
+    assert len(failed) < len(ids), failed
     requests = stack.ledger()["requests"]
-    assert requests > len(ids) if retried else requests == len(ids)
+    if retried:
+        # A post that failed spent all its tries, each a POST the platform received.
+        assert requests > len(ids)
+        assert requests >= len(ids) - len(failed) + tries * len(failed)
+    else:
+        assert requests == len(ids)
 
 
 def test_platform_that_cannot_say_gives_outcome_unknown(
@@ -261,15 +304,23 @@ def test_sigterm_lets_a_running_upload_finish(
     node = next(
         n for n, p in stack.procs.items() if n.startswith("worker") and pid in children_of(p.pid)
     )
-    stack.procs[node].send_signal(signal.SIGTERM)
-    stack.procs[node].wait(timeout=30)
-    rows = _settle(stack, [post_id], timeout=5)
-    assert rows[post_id].status == "published"
-    stack.start_worker(node)
+    proc = stack.procs[node]
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+        rows = _settle(stack, [post_id], timeout=5)
+        assert rows[post_id].status == "published"
+    finally:
+        # The session's stack gets its worker back whatever happened above.
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stack.start_worker(node)
 
 
 def test_api_answers_503_while_the_database_is_down(stack: Stack) -> None:
-    """No database: the API answers 503 UNAVAILABLE in the envelope, quickly; /healthz stays up."""
+    """No database: the API answers 503 UNAVAILABLE in the envelope (within the call's
+    timeout); /healthz stays up."""
     port = free_port()
     env = stack.env() | {"DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:{free_port()}/x"}
     proc = subprocess.Popen(
@@ -282,7 +333,6 @@ def test_api_answers_503_while_the_database_is_down(stack: Stack) -> None:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, 20)
-        started = time.monotonic()
         r = httpx.get(
             f"{base}/v1/scheduled-posts/sp_00000000-0000-4000-8000-000000000000",
             headers={"Authorization": "Bearer lp_live_abc_def"},
@@ -291,7 +341,6 @@ def test_api_answers_503_while_the_database_is_down(stack: Stack) -> None:
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "UNAVAILABLE"
         assert r.json()["error"]["requestId"] == r.headers["x-request-id"]
-        assert time.monotonic() - started < 10
         assert httpx.get(f"{base}/readyz").status_code == 503
     finally:
         proc.terminate()

@@ -1,9 +1,13 @@
 """Tests for the sandbox platform server."""
 
+import argparse
+import asyncio
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +15,11 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from sandbox.server import Faults, create_app
+import sandbox.server
+from cli.main import build_parser, main
+from harness.stack import ROOT, Stack
+from sandbox.faults import DEFAULTS, KNOBS, Faults, Knob
+from sandbox.server import FaultsUpdate, create_app
 
 
 def _body(**overrides: Any) -> dict[str, Any]:
@@ -292,3 +300,276 @@ def test_concurrent_same_key_creates_exactly_one_post(live_server: str) -> None:
     assert len(ledger["posts"]) == 1
     assert ledger["posts"][0]["externalId"] == results[0].json()["externalId"]
     assert ledger["requests"] == n
+
+
+# --- Faults reproducible per idempotency key -------------------------------------------------
+
+# Every fault on, with jitter so that concurrent requests finish out of order.
+SEEDED = {
+    "latency_jitter_ms": 5.0,
+    "rate_429": 0.2,
+    "rate_503": 0.2,
+    "rate_400": 0.15,
+    "rate_lost": 0.3,
+    "rate_lookup_503": 0.4,
+}
+KEYS = [f"post-{i:02d}" for i in range(16)]
+# What each key does, in this order: posts and lookups by key, as a retrying caller would.
+SCRIPT = ["post", "lookup", "post", "post", "lookup", "post", "post", "lookup"]
+
+
+def _step(request: str, key: str) -> dict[str, Any]:
+    """The keyword arguments of one request of SCRIPT for `key`."""
+    if request == "post":
+        return {
+            "method": "POST",
+            "url": "/v1/posts",
+            "json": _body(),
+            "headers": {"Idempotency-Key": key},
+        }
+    return {"method": "GET", "url": f"/v1/posts/{key}"}
+
+
+def _outcome(response: httpx.Response) -> str:
+    """A response without its random parts (external ids, timestamps)."""
+    body = response.json()
+    code = body["error"]["code"] if "error" in body else "ok"
+    return f"{response.status_code} {code}"
+
+
+Outcomes = dict[str, list[str]]
+
+
+def _in_sequence(client: TestClient | httpx.Client, keys: list[str]) -> Outcomes:
+    """One key after the other, each key's script from start to end."""
+    out: Outcomes = {}
+    for key in keys:
+        out[key] = [_outcome(client.request(**_step(r, key))) for r in SCRIPT]
+    return out
+
+
+def _round_robin(client: TestClient, keys: list[str]) -> Outcomes:
+    """The first request of every key, then the second of every key, and so on."""
+    out: Outcomes = {key: [] for key in keys}
+    for request in SCRIPT:
+        for key in keys:
+            out[key].append(_outcome(client.request(**_step(request, key))))
+    return out
+
+
+def _with_asyncio(faults: Faults) -> Outcomes:
+    """Every key at once on one event loop, in process: the jitter interleaves them."""
+
+    async def run() -> Outcomes:
+        transport = httpx.ASGITransport(app=create_app(faults))
+        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as client:
+
+            async def one(key: str) -> list[str]:
+                return [_outcome(await client.request(**_step(r, key))) for r in SCRIPT]
+
+            results = await asyncio.gather(*(one(key) for key in KEYS))
+        return dict(zip(KEYS, results, strict=True))
+
+    return asyncio.run(run())
+
+
+def _with_threads(base_url: str) -> Outcomes:
+    """Every key at once, each from its own thread, over HTTP."""
+    barrier = threading.Barrier(len(KEYS))
+    out: Outcomes = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker(key: str) -> None:
+        try:
+            with httpx.Client(base_url=base_url, timeout=10) as client:
+                barrier.wait()
+                outcomes = _in_sequence(client, [key])
+            with lock:
+                out.update(outcomes)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(key,)) for key in KEYS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    return out
+
+
+def test_seeded_faults_are_the_same_per_key_in_any_order() -> None:
+    faults = Faults(**SEEDED, seed=11)
+    expected = _in_sequence(_client(faults), KEYS)
+    # The fixed seed gives a fixed pattern; make sure it exercises every fault.
+    seen = {outcome for outcomes in expected.values() for outcome in outcomes}
+    assert {
+        "201 ok",
+        "200 ok",
+        "404 not_found",
+        "429 rate_limited",
+        "503 unavailable",
+        "502 bad_gateway",
+        "400 rejected_by_platform",
+    } <= seen
+    assert len({tuple(outcomes) for outcomes in expected.values()}) > 1
+
+    assert _in_sequence(_client(faults), list(reversed(KEYS))) == expected
+    assert _round_robin(_client(faults), KEYS) == expected
+    assert _with_asyncio(faults) == expected
+
+
+def test_seeded_faults_are_the_same_per_key_from_concurrent_threads(live_server: str) -> None:
+    expected = _in_sequence(_client(Faults(**SEEDED, seed=11)), KEYS)
+    # The live server starts with its own faults: replace every one of them.
+    httpx.post(f"{live_server}/faults/reset").raise_for_status()
+    httpx.put(f"{live_server}/faults", json={**SEEDED, "seed": 11}).raise_for_status()
+    assert _with_threads(live_server) == expected
+    ledger = httpx.get(f"{live_server}/ledger").json()
+    assert ledger["requests"] == len(KEYS) * SCRIPT.count("post")
+
+
+def test_a_different_seed_gives_a_different_pattern() -> None:
+    one = _in_sequence(_client(Faults(**SEEDED, seed=11)), KEYS)
+    two = _in_sequence(_client(Faults(**SEEDED, seed=12)), KEYS)
+    assert one != two
+    assert _in_sequence(_client(Faults(**SEEDED, seed=12)), KEYS) == two
+
+
+def test_lookups_do_not_shift_a_keys_post_faults() -> None:
+    """Each endpoint counts its own requests per key: lookups in between leave the POSTs'
+    faults as they were."""
+    faults = Faults(**SEEDED, seed=5)
+
+    def posts(client: TestClient, lookups_between: int) -> list[str]:
+        out = []
+        for _ in range(6):
+            out.append(_outcome(_post(client, "k")))
+            for _ in range(lookups_between):
+                client.get("/v1/posts/k")
+        return out
+
+    assert posts(_client(faults), 0) == posts(_client(faults), 3)
+
+
+def test_ledger_reset_and_a_new_seed_start_every_key_again() -> None:
+    client = _client(Faults(**SEEDED, seed=11))
+    first = _in_sequence(client, KEYS)
+    client.post("/ledger/reset")
+    assert _in_sequence(client, KEYS) == first
+    client.put("/faults", json={"seed": 12})
+    client.post("/ledger/reset")
+    second = _in_sequence(client, KEYS)
+    client.put("/faults", json={"seed": 11})
+    client.post("/ledger/reset")
+    assert second != first
+    assert _in_sequence(client, KEYS) == first
+
+
+def test_unseeded_faults_are_random() -> None:
+    # 64 coin flips per app: the odds of two apps agreeing by chance are 2**-64.
+    def pattern() -> list[int]:
+        client = _client(Faults(rate_429=0.5))
+        return [_post(client, f"k{i}").status_code for i in range(64)]
+
+    first = pattern()
+    assert set(first) == {201, 429}
+    assert pattern() != first
+
+
+# --- One definition of the knobs --------------------------------------------------------------
+
+
+def _non_default(knob: Knob) -> float | int:
+    """A valid value of the knob other than its default."""
+    if knob.kind == "rate":
+        return 0.5
+    if knob.kind == "seed":
+        return 7
+    assert isinstance(knob.default, float)
+    return knob.default + 1.5
+
+
+NON_DEFAULTS = {knob.name: _non_default(knob) for knob in KNOBS}
+
+
+def test_knobs_are_the_faults_fields() -> None:
+    assert [knob.name for knob in KNOBS] == list(Faults.__dataclass_fields__)
+    assert Faults() == Faults(**DEFAULTS)
+    assert list(FaultsUpdate.model_fields) == [knob.name for knob in KNOBS]
+    assert all(NON_DEFAULTS[name] != default for name, default in DEFAULTS.items())
+
+
+def test_faults_reset_restores_every_knob() -> None:
+    client = _client()
+    assert client.get("/faults").json() == DEFAULTS
+    assert client.put("/faults", json=NON_DEFAULTS).json() == NON_DEFAULTS
+    assert client.get("/faults").json() == NON_DEFAULTS
+    response = client.post("/faults/reset")
+    assert response.status_code == 200
+    assert response.json() == DEFAULTS
+    assert client.get("/faults").json() == DEFAULTS
+
+
+def test_harness_reset_restores_every_knob_and_the_ledger(live_server: str, tmp_path: Path) -> None:
+    stack = Stack(
+        database_url="unused", sandbox_port=int(live_server.rsplit(":", 1)[1]), logdir=tmp_path
+    )
+    httpx.put(f"{live_server}/faults", json=NON_DEFAULTS).raise_for_status()
+    for key in ("a", "b", "c", "d"):
+        httpx.post(f"{live_server}/v1/posts", json=_body(), headers={"Idempotency-Key": key})
+    assert stack.ledger()["requests"] == 4
+    stack.reset_sandbox()
+    assert httpx.get(f"{live_server}/faults").json() == DEFAULTS
+    assert stack.ledger() == {"posts": [], "requests": 0}
+
+
+def test_put_faults_rejects_a_body_that_is_not_json() -> None:
+    client = _client()
+    response = client.put(
+        "/faults", content=b"rate_429=1", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert client.get("/faults").json() == DEFAULTS
+
+
+def _sandbox_parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sandbox_parser: argparse.ArgumentParser = sub.choices["sandbox"]
+    return sandbox_parser
+
+
+def test_cli_has_a_flag_for_every_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {
+        option: action for action in _sandbox_parser()._actions for option in action.option_strings
+    }
+    assert set(options) == {"-h", "--help", "--host", "--port"} | {k.flag for k in KNOBS}
+    for knob in KNOBS:
+        assert options[knob.flag].dest == knob.name
+        assert options[knob.flag].default == knob.default
+        assert options[knob.flag].help
+
+    # And `publisher sandbox` hands every one of them to the server.
+    served: list[Faults] = []
+    monkeypatch.setattr(sandbox.server, "serve", lambda _h, _p, faults: served.append(faults))
+    argv = ["sandbox"]
+    for knob in KNOBS:
+        argv += [knob.flag, str(NON_DEFAULTS[knob.name])]
+    assert main(argv) == 0
+    assert served == [Faults(**NON_DEFAULTS)]
+
+
+def test_readme_lists_every_knob() -> None:
+    readme = (ROOT / "README.md").read_text()
+    usage = re.search(r"^publisher sandbox (.*?)^publisher ", readme, re.M | re.S)
+    assert usage is not None
+    assert set(re.findall(r"\[(--[a-z0-9-]+)", usage.group(1))) == {"--port"} | {
+        knob.flag for knob in KNOBS
+    }
+    section = readme.split("## The sandbox platform", 1)[1].split("\n## ", 1)[0]
+    listed = section.split("- Faults, as flags", 1)[1].split("\n- ", 1)[0]
+    assert set(re.findall(r"`([a-z0-9_]+)`", listed)) >= {knob.name for knob in KNOBS}
