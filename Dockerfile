@@ -51,8 +51,8 @@ WORKDIR /var/lib/publisher
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
-# api 8000 (/metrics too), worker metrics 9808, flower 5555, sandbox 8900.
-EXPOSE 8000 9808 5555 8900
+# api 8000, api metrics 9807 (`--metrics-port`), worker metrics 9808, flower 5555, sandbox 8900.
+EXPOSE 8000 9807 9808 5555 8900
 
 ENTRYPOINT ["publisher"]
 CMD ["api", "--host", "0.0.0.0", "--port", "8000"]

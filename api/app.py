@@ -12,7 +12,7 @@ from sqlalchemy import text
 from api import envelope
 from api.presenters import json_response
 from api.routes import content, scheduled_posts, social_accounts
-from shared import logs, metrics
+from shared import logs
 from shared.db import engine, init_engine
 from shared.settings import get_settings
 
@@ -71,15 +71,6 @@ def create_app() -> FastAPI:
         methods=["GET"],
         tags=["health"],
         summary="The process is up",
-    )
-    app.add_api_route(
-        "/metrics",
-        lambda: Response(
-            metrics.exposition(metrics.registry(with_post_state=True)),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
-        ),
-        methods=["GET"],
-        include_in_schema=False,
     )
     app.add_api_route(
         "/readyz",

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from shared.errors import PublisherError
 
 DEFAULT_NODE = "publisher@%h"
+# The node `publisher run` starts, apart from any other worker on this host.
+RUN_WORKER_NODE = "publisher-run@%h"
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -28,57 +32,83 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _metrics_dir(role: str) -> Iterator[Path]:
+    """The multiprocess metrics directory of this process and its children, while they run.
+
+    One this process made is removed when it exits cleanly; one given in
+    PROMETHEUS_MULTIPROC_DIR belongs to whoever gave it.
+    """
+    from shared import metrics_dir
+
+    given = os.environ.get(metrics_dir.MULTIPROC_ENV)
+    path = metrics_dir.prepare(role)
+    owner = os.getpid()
+    try:
+        yield path
+    finally:
+        # Forked children leave with os._exit and never get here; the pid check makes sure.
+        if not given and os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from shared import logs
 
-    if args.workers > 1:
-        # Several processes: each writes its samples where /metrics can sum them. Set before
-        # anything imports prometheus_client, which reads it once.
-        from shared import metrics_dir
-
-        metrics_dir.prepare("api")
-    logs.configure("api")
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-        log_config=None,
-        access_log=False,
-    )
+    with contextlib.ExitStack() as stack:
+        if args.workers > 1:
+            # Several processes: each writes its samples where /metrics can sum them. Set
+            # before anything imports prometheus_client, which reads it once.
+            stack.enter_context(_metrics_dir("api"))
+        if args.metrics_port:
+            # Off the public port: posts by status across every tenant are for operators.
+            _serve_metrics(args.metrics_host, args.metrics_port, with_post_state=True)
+        logs.configure("api")
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+            log_config=None,
+            access_log=False,
+        )
     return 0
+
+
+def _serve_metrics(host: str, port: int, *, with_post_state: bool = False) -> None:
+    """Prometheus /metrics on a port of its own, served by a thread of this process."""
+    from prometheus_client import start_http_server
+
+    from shared.metrics import registry
+
+    start_http_server(port, addr=host, registry=registry(with_post_state=with_post_state))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     os.environ["PUBLISHER_ROLE"] = "worker"
-    if args.metrics_port:
-        # Prefork children are separate processes: multiprocess mode, set up before
-        # prometheus_client is imported, served from this (the main) process.
-        from shared import metrics_dir
+    with contextlib.ExitStack() as stack:
+        if args.metrics_port:
+            # Prefork children are separate processes: multiprocess mode, set up before
+            # prometheus_client is imported, served from this (the main) process.
+            stack.enter_context(_metrics_dir("worker"))
+            _serve_metrics(args.metrics_host, args.metrics_port)
 
-        metrics_dir.prepare("worker")
-        from prometheus_client import start_http_server
+        from worker.celery_app import app
+        from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE
 
-        from shared.metrics import registry
-
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry())
-
-    from worker.celery_app import app
-    from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE
-
-    app.worker_main(
-        [
-            "worker",
-            "--loglevel=INFO",
-            f"--concurrency={args.concurrency}",
-            f"--queues={PUBLISH_QUEUE},{CONTROL_QUEUE}",
-            f"--hostname={args.name}",
-        ]
-    )
+        app.worker_main(
+            [
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={args.concurrency}",
+                f"--queues={PUBLISH_QUEUE},{CONTROL_QUEUE}",
+                f"--hostname={args.name}",
+            ]
+        )
     return 0
 
 
@@ -114,23 +144,10 @@ def _cmd_flower(args: argparse.Namespace) -> int:
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
-    from sandbox.server import Faults, serve
+    from sandbox.faults import KNOBS, Faults
+    from sandbox.server import serve
 
-    serve(
-        args.host,
-        args.port,
-        Faults(
-            latency_ms=args.latency_ms,
-            latency_jitter_ms=args.latency_jitter_ms,
-            rate_429=args.rate_429,
-            retry_after_s=args.retry_after_s,
-            rate_503=args.rate_503,
-            rate_lost=args.rate_lost,
-            rate_400=args.rate_400,
-            rate_lookup_503=args.rate_lookup_503,
-            seed=args.seed,
-        ),
-    )
+    serve(args.host, args.port, Faults(**{knob.name: getattr(args, knob.name) for knob in KNOBS}))
     return 0
 
 
@@ -266,10 +283,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sandbox_port = int(settings.sandbox_url.rsplit(":", 1)[-1].split("/")[0])
     commands = {
         "sandbox": [*me, "sandbox", "--port", str(sandbox_port)],
-        "api": [*me, "api", "--host", args.host, "--port", str(args.port)],
+        "api": [
+            *me,
+            "api",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--metrics-host",
+            args.host,
+            "--metrics-port",
+            str(args.api_metrics_port),
+        ],
         "worker": [
             *me,
             "worker",
+            "--name",
+            RUN_WORKER_NODE,
             "--concurrency",
             str(args.concurrency),
             "--metrics-host",
@@ -281,10 +311,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
     }
     children = {role: subprocess.Popen(cmd) for role, cmd in commands.items()}
+    if not _wait_until_answering(children, args, settings.sandbox_url):
+        _stop_children(children)
+        return 1
     print(
         "\npublisher is up:\n"
-        f"  api      http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs, "
-        "metrics: /metrics)\n"
+        f"  api      http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs; "
+        f"metrics http://{args.host}:{args.api_metrics_port}/metrics)\n"
         f"  flower   http://{args.host}:{args.flower_port}  (user {settings.flower_user})\n"
         f"  sandbox  {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
         f"  worker   concurrency {args.concurrency}, broker {settings.redis_url}, "
@@ -304,10 +337,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     code = 0
     while not stopping:
         for role, proc in children.items():
-            if proc.poll() is not None:
+            # A child that a terminal's Ctrl-C reached first is stopping, not failing.
+            if proc.poll() is not None and not stopping:
                 print(f"{role} exited with {proc.returncode}; stopping the rest", file=sys.stderr)
                 stopping, code = True, 1
         time.sleep(0.5)
+    _stop_children(children)
+    return code
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     for proc in children.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -317,7 +356,66 @@ def _cmd_run(args: argparse.Namespace) -> int:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-    return code
+
+
+def _wait_until_answering(
+    children: dict[str, subprocess.Popen[bytes]], args: argparse.Namespace, sandbox_url: str
+) -> bool:
+    """True once every role answers its own health check; False if one exits or the wait
+    outlasts --ready-timeout. `make run` says "up" only when a request would be served."""
+    import httpx
+    from celery.utils.nodenames import host_format
+
+    from shared.settings import get_settings
+    from worker.celery_app import app
+
+    base = f"http://{args.host}"
+    node = host_format(RUN_WORKER_NODE)
+
+    def answers(url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    state = Path(get_settings().state_dir)
+    since = time.time() - 1
+    checks: dict[str, Callable[[], bool]] = {
+        "sandbox": lambda: answers(f"{sandbox_url}/healthz"),
+        "api": lambda: answers(f"{base}:{args.port}/readyz"),
+        "worker": lambda: any(node in r for r in app.control.ping([node], timeout=1) or []),
+        "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
+        # Beat serves nothing; it answers by writing its schedule file, anew for this run.
+        "beat": lambda: any(p.stat().st_mtime >= since for p in state.glob("celerybeat-schedule*")),
+    }
+    waiting = dict(checks)
+    deadline = time.monotonic() + args.ready_timeout
+    while waiting:
+        for role, proc in children.items():
+            if proc.poll() is not None:
+                print(f"publisher: {role} exited with {proc.returncode}", file=sys.stderr)
+                return False
+        waiting = {role: check for role, check in waiting.items() if not check()}
+        if time.monotonic() > deadline:
+            print(
+                f"publisher: no answer within {args.ready_timeout:g}s from "
+                + ", ".join(sorted(waiting)),
+                file=sys.stderr,
+            )
+            return False
+        if waiting:
+            time.sleep(0.25)
+    return True
+
+
+def _add_metrics_flags(parser: argparse.ArgumentParser, host: str, where: str) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help=f"serve Prometheus /metrics here, {where} (0: off)",
+    )
+    parser.add_argument("--metrics-host", default=host)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,16 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=1)
+    _add_metrics_flags(api, "127.0.0.1", "apart from the API port")
 
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--concurrency", type=int, default=4)
     worker.add_argument(
         "--name", default=DEFAULT_NODE, help="Celery node name, unique per host (%%h: the host)"
     )
-    worker.add_argument(
-        "--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0: off)"
-    )
-    worker.add_argument("--metrics-host", default="0.0.0.0")
+    _add_metrics_flags(worker, "0.0.0.0", "summed across the pool")
 
     sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
 
@@ -348,18 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--host", default="127.0.0.1")
     flower.add_argument("--port", type=int, default=5555)
 
+    from sandbox.faults import KNOBS
+
     sandbox = sub.add_parser("sandbox", help="run the sandbox platform server")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8900)
-    sandbox.add_argument("--latency-ms", type=float, default=0.0)
-    sandbox.add_argument("--rate-429", type=float, default=0.0)
-    sandbox.add_argument("--retry-after-s", type=float, default=1.0)
-    sandbox.add_argument("--rate-503", type=float, default=0.0)
-    sandbox.add_argument("--rate-lost", type=float, default=0.0)
-    sandbox.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    sandbox.add_argument("--rate-400", type=float, default=0.0)
-    sandbox.add_argument("--rate-lookup-503", type=float, default=0.0)
-    sandbox.add_argument("--seed", type=int, default=None)
+    # One flag per fault knob, as sandbox/faults.py defines them (also PUT /faults at runtime).
+    for knob in KNOBS:
+        sandbox.add_argument(
+            knob.flag, type=knob.type, default=knob.default, metavar=knob.metavar, help=knob.help
+        )
 
     run = sub.add_parser("run", help="migrate, then start sandbox, api, worker, beat and flower")
     run.add_argument("--host", default="127.0.0.1")
@@ -367,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--flower-port", type=int, default=5555)
     run.add_argument("--concurrency", type=int, default=4)
     run.add_argument("--worker-metrics-port", type=int, default=9808)
+    run.add_argument("--api-metrics-port", type=int, default=9807)
+    run.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for every role to answer before giving up",
+    )
 
     tenants = sub.add_parser("tenants", help="organizations").add_subparsers(
         dest="action", required=True

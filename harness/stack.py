@@ -4,6 +4,7 @@ workers and beat. Used by the integration tests, chaos runs and benchmarks."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,16 +112,26 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     api_port: int = field(default_factory=free_port)
     sandbox_port: int = field(default_factory=free_port)
+    api_metrics_port: int = field(default_factory=free_port)
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-it-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: PrivateRedis | None = None
     metrics_ports: dict[str, int] = field(default_factory=dict)
     flower_url: str | None = None
+    # stop() removes the logdir unless this is set (a run whose logs someone will read).
+    keep_logs: bool = False
 
     @property
     def redis_url(self) -> str:
         assert self.redis is not None
         return self.redis.url
+
+    @property
+    def tmpdir(self) -> Path:
+        """TMPDIR of every process the stack starts: what they leave in it (multiprocess
+        metrics directories, multiprocessing's pymp-* folders, more so when a process is
+        killed) goes when the stack stops."""
+        return self.logdir / "tmp"
 
     @property
     def failpoints(self) -> Path:
@@ -148,6 +159,7 @@ class Stack:
             STATE_DIR=str(self.logdir),
             FAILPOINTS_FILE=str(self.failpoints),
             PYTHONUNBUFFERED="1",
+            TMPDIR=str(self.tmpdir),
         )
         env.update(self.env_overrides)
         return env
@@ -167,6 +179,17 @@ class Stack:
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         port = self.metrics_ports.setdefault(name, free_port())
+        log = self.logdir / f"{name}.log"
+        # A restarted worker appends to its log: only what comes after this counts as ready.
+        offset = log.stat().st_size if log.exists() else 0
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.logs()}")
+            with log.open("rb") as f:
+                f.seek(offset)
+                return b" ready." in f.read()
+
         proc = self.spawn(
             name,
             "worker",
@@ -179,19 +202,25 @@ class Stack:
             "--metrics-port",
             str(port),
         )
-        wait_until(
-            lambda: b" ready." in (self.logdir / f"{name}.log").read_bytes(),
-            60,
-            what=f"{name} ready",
-        )
+        wait_until(ready, 60, what=f"{name} ready")
         return proc
 
     def start(self) -> Stack:
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.arm()
         self.redis = PrivateRedis(self.logdir)
         self.redis.start()
         self.spawn("sandbox", "sandbox", "--port", str(self.sandbox_port))
-        self.spawn("api", "api", "--port", str(self.api_port))
+        self.spawn(
+            "api",
+            "api",
+            "--port",
+            str(self.api_port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.api_metrics_port),
+        )
         for i in range(self.workers):
             self.start_worker(f"worker{i}")
         self.spawn("beat", "beat")
@@ -210,6 +239,10 @@ class Stack:
         wait_until(lambda: httpx.get(f"{url}/healthcheck").status_code == 200, 30, what="flower")
         return url
 
+    def api_metrics(self) -> str:
+        """The API's /metrics text, from its own port."""
+        return httpx.get(f"http://127.0.0.1:{self.api_metrics_port}/metrics").text
+
     def worker_metrics(self) -> str:
         """Every running worker's /metrics text, concatenated."""
         return "\n".join(
@@ -219,9 +252,14 @@ class Stack:
         )
 
     def stop(self) -> None:
+        """Stop every process, then remove what they left on disk: the TMPDIR always (with
+        the leftovers of processes killed along the way), the logdir unless `keep_logs`."""
         self._stop_procs()
         if self.redis is not None:
             self.redis.kill()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if not self.keep_logs:
+            shutil.rmtree(self.logdir, ignore_errors=True)
 
     def _stop_procs(self) -> None:
         for proc in self.procs.values():
@@ -249,5 +287,6 @@ class Stack:
         httpx.put(f"{self.sandbox_url}/faults", json=faults).raise_for_status()
 
     def reset_sandbox(self) -> None:
+        """An empty ledger and every fault knob at its default (sandbox/faults.py)."""
         httpx.post(f"{self.sandbox_url}/ledger/reset").raise_for_status()
-        self.set_faults(latency_ms=0, rate_429=0, rate_503=0, rate_lost=0, rate_400=0)
+        httpx.post(f"{self.sandbox_url}/faults/reset").raise_for_status()

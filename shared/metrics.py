@@ -14,7 +14,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -138,8 +137,3 @@ def registry(with_post_state: bool = False) -> CollectorRegistry:
             reg.register(PostStateCollector(get_settings().metrics_post_state_ttl_s))
         _served[with_post_state] = reg
     return reg
-
-
-def exposition(reg: CollectorRegistry) -> bytes:
-    """The text exposition format for a registry."""
-    return generate_latest(reg)

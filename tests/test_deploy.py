@@ -579,7 +579,11 @@ def test_compose_worker_scales_and_drains() -> None:
     assert metrics_port in [str(p) for p in worker["expose"]]
     assert worker["labels"]["prometheus.io/port"] == metrics_port
     api = services["api"]
-    assert api["labels"]["prometheus.io/port"] == _flag(_service_argv(api), "--port")
+    api_metrics = _flag(_service_argv(api), "--metrics-port")
+    assert api_metrics != _flag(_service_argv(api), "--port"), "metrics off the public port"
+    assert api["labels"]["prometheus.io/port"] == api_metrics
+    assert api_metrics in [str(p) for p in api["expose"]]
+    assert api_metrics not in " ".join(api["ports"])
     assert api["labels"]["prometheus.io/path"] == "/metrics"
 
 
@@ -933,7 +937,10 @@ def test_roles_have_the_shape_they_need(
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     annotations = api["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == _flag(_k8s_argv(container), "--port")
+    api_metrics = _flag(_k8s_argv(container), "--metrics-port")
+    assert api_metrics != _flag(_k8s_argv(container), "--port"), "metrics off the public port"
+    assert annotations["prometheus.io/port"] == api_metrics
+    assert int(api_metrics) in {p["containerPort"] for p in container["ports"]}
     assert annotations["prometheus.io/path"] == "/metrics"
     assert _resource(resources, "HorizontalPodAutoscaler", "api")["apiVersion"] == "autoscaling/v2"
 
@@ -1133,13 +1140,16 @@ def test_compose_roles_start_and_pass_their_health_checks(roles: Roles) -> None:
     for role in ("api", "flower"):
         roles.ports[role] = _free_port()
     roles.ports["metrics"] = _free_port()
+    roles.ports["api_metrics"] = _free_port()
     local = {"host": "127.0.0.1"}
     roles.start(
         "sandbox",
         _with_flags(_service_argv(services["sandbox"]), **local, port=str(roles.ports["sandbox"])),
     )
+    api_flags = {"port": str(roles.ports["api"]), "metrics_port": str(roles.ports["api_metrics"])}
     roles.start(
-        "api", _with_flags(_service_argv(services["api"]), **local, port=str(roles.ports["api"]))
+        "api",
+        _with_flags(_service_argv(services["api"]), **local, metrics_host="127.0.0.1", **api_flags),
     )
     roles.start(
         "worker",
@@ -1167,7 +1177,8 @@ def test_compose_roles_start_and_pass_their_health_checks(roles: Roles) -> None:
     health = _with_flags(health, url=url("api", ""))
     result = roles.run(health, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert httpx.get(url("api", "/metrics")).status_code == 200
+    assert httpx.get(url("api_metrics", "/metrics")).status_code == 200
+    assert httpx.get(url("api", "/metrics")).status_code == 404
 
     # The worker answers the compose health check by the node name it was started with.
     worker_log = roles.workdir / "worker.log"

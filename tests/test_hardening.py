@@ -451,6 +451,15 @@ def test_head_without_a_key_is_401_without_a_body(client: TestClient) -> None:
     assert r.headers["x-request-id"]
 
 
+# --- 8: metrics are for operators --------------------------------------------------------
+
+
+def test_the_public_port_serves_no_metrics(client: TestClient, tenant: TenantFixture) -> None:
+    # Posts by status across every tenant: served on `publisher api --metrics-port` only.
+    for headers in ({}, tenant.headers):
+        envelope_error(client.get("/metrics", headers=headers), 404, "NOT_FOUND")
+
+
 # --- 7: a stalled body ----------------------------------------------------------------------
 
 

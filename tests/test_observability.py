@@ -49,7 +49,7 @@ def _wait_status(api: httpx.Client, tenant: TenantFixture, post_id: str, status:
 def test_metrics_after_a_publish_and_cancels(
     api: httpx.Client, stack: Stack, live_tenant: TenantFixture
 ) -> None:
-    api_before = _samples(api.get("/metrics").text)
+    api_before = _samples(stack.api_metrics())
     workers_before = _samples(stack.worker_metrics())
 
     cid = upload(api, live_tenant)
@@ -67,7 +67,7 @@ def test_metrics_after_a_publish_and_cancels(
         == 409
     )
 
-    api_after = _samples(api.get("/metrics").text)
+    api_after = _samples(stack.api_metrics())
     workers_after = _samples(stack.worker_metrics())
 
     def api_delta(name: str, **labels: str) -> float:

@@ -1,0 +1,97 @@
+"""`make run` (`publisher run`): "publisher is up" is printed once every role answers, not
+before; Ctrl-C (SIGINT) stops them all."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.stack import ROOT, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The process's output up to and including the line holding `marker`."""
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    out = ""
+    deadline = time.monotonic() + timeout
+    while marker not in out:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            raise AssertionError(f"no {marker!r} (exit {proc.poll()}):\n{out}")
+        if selector.select(timeout=left):
+            line = proc.stdout.readline()
+            out += line
+    return out
+
+
+def test_run_says_up_only_once_every_role_answers(database: str) -> None:
+    ports = {role: free_port() for role in ("api", "flower", "worker", "api_metrics", "sandbox")}
+    state = Path(tempfile.mkdtemp(prefix="publisher-run-"))
+    env = {
+        **os.environ,
+        "DATABASE_URL": database,
+        "SANDBOX_URL": f"http://127.0.0.1:{ports['sandbox']}",
+        "STATE_DIR": str(state),
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "run",
+            "--port",
+            str(ports["api"]),
+            "--flower-port",
+            str(ports["flower"]),
+            "--worker-metrics-port",
+            str(ports["worker"]),
+            "--api-metrics-port",
+            str(ports["api_metrics"]),
+            "--concurrency",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out = _read_until(proc, "Ctrl-C stops everything", timeout=180)
+        assert "publisher is up" in out
+        # The moment it says so, each role serves; no retry, no wait.
+        assert httpx.get(f"http://127.0.0.1:{ports['api']}/readyz").status_code == 200, out
+        assert httpx.get(f"{env['SANDBOX_URL']}/healthz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['flower']}/healthcheck").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['worker']}/metrics").status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{ports['api_metrics']}/metrics")
+        assert metrics.status_code == 200
+        assert "publisher_posts" in metrics.text
+        # ...and the public API port does not serve them.
+        assert httpx.get(f"http://127.0.0.1:{ports['api']}/metrics").status_code == 404
+        for listed in (str(ports["api"]), str(ports["api_metrics"]), str(ports["flower"])):
+            assert listed in out
+    finally:
+        # The parent stops its children; a terminal's Ctrl-C reaching them too is the same.
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code == 0
