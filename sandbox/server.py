@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox.faults import KNOBS, Faults, Kind
+from shared import platform_rules
 
-MAX_CAPTION_CHARS = 2200
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 Platform = Literal["tiktok", "instagram"]
@@ -247,13 +247,13 @@ def _external_url(platform: str, account_id: str, external_id: str) -> str:
 
 
 def _platform_rule_violation(body: PostRequest) -> tuple[str, str] | None:
-    if len(body.caption) > MAX_CAPTION_CHARS:
-        return (
-            "caption_too_long",
-            f"caption has {len(body.caption)} characters, the limit is {MAX_CAPTION_CHARS}",
-        )
+    # The same rules the schedule endpoint answers 422 with: the two never disagree.
+    if problem := platform_rules.caption_problem(body.platform, body.caption):
+        return "caption_too_long", problem
     if not body.media:
         return "media_required", "at least one media item is required"
+    if problem := platform_rules.media_problem(body.platform, [m.model_dump() for m in body.media]):
+        return "media_not_supported", problem
     return None
 
 

@@ -92,12 +92,15 @@ def test_cancel_after_publish_is_409(
 def test_platform_rejection_fails_with_platform_code(
     api: httpx.Client, stack: Stack, live_tenant: TenantFixture
 ) -> None:
+    # What can be known at schedule time (a caption over the platform's limit) is a 422 there
+    # (tests/test_hardening.py); a refusal only the platform knows ends the post failed.
+    stack.set_faults(rate_400=1.0)
     cid = upload(api, live_tenant)
-    # The platform's caption limit (2200) is lower than the override's (4000).
-    (post,) = schedule(api, live_tenant, cid, at(1), captionOverride="x" * 3000)
+    (post,) = schedule(api, live_tenant, cid, at(1))
     done = _wait_terminal(api, live_tenant, post["id"])
     assert done["status"] == "failed"
-    assert done["lastError"]["platformCode"] == "caption_too_long"
+    assert done["lastError"]["code"] == "PLATFORM_REJECTED"
+    assert done["lastError"]["platformCode"] == "rejected_by_platform"
     assert post["id"] not in _ledger_by_key(stack)
 
 

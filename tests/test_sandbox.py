@@ -103,7 +103,26 @@ def test_invalid_body_is_400_not_422() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "code"),
-    [({"caption": "x" * 2201}, "caption_too_long"), ({"media": []}, "media_required")],
+    [
+        ({"caption": "x" * 2201}, "caption_too_long"),
+        ({"media": []}, "media_required"),
+        # The rules of shared/platform_rules.py, which schedule answers 422 with.
+        (
+            {"platform": "tiktok", "media": [{"url": "a.mp4", "type": "video"}] * 2},
+            "media_not_supported",
+        ),
+        (
+            {
+                "platform": "tiktok",
+                "media": [{"url": "a.mp4", "type": "video"}, {"url": "b.jpg", "type": "image"}],
+            },
+            "media_not_supported",
+        ),
+        (
+            {"platform": "instagram", "media": [{"url": "b.jpg", "type": "image"}] * 11},
+            "media_not_supported",
+        ),
+    ],
 )
 def test_platform_rules_reject_and_store_nothing(overrides: dict[str, Any], code: str) -> None:
     client = _client()
