@@ -80,7 +80,17 @@ class TargetIn(Wire):
     social_account_id: Annotated[Text, StringConstraints(min_length=1, max_length=64)]
     mode: Literal["publish", "draft"] = "publish"
     scheduled_post_id: Annotated[Text, StringConstraints(max_length=64)] | None = None
-    caption_override: Annotated[Text, StringConstraints(max_length=4000)] | None = None
+    caption_override: (
+        Annotated[
+            Text,
+            StringConstraints(max_length=4000),
+            Field(
+                description="Up to 4000 characters on the wire; the target's platform limit "
+                "(2200 for TikTok and Instagram) is a 422 at schedule time."
+            ),
+        ]
+        | None
+    ) = None
     first_comment_override: Annotated[Text, StringConstraints(max_length=4000)] | None = None
 
 

@@ -1,1 +1,2 @@
-"""`publisher chaos`: load, faults, a recorded history and a checker of DESIGN.md's invariants."""
+"""`publisher chaos`: load, faults, a recorded history and a checker of the invariants of
+docs/design.md."""

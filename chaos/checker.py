@@ -1,4 +1,4 @@
-"""DESIGN.md's seven invariants, each checked by name over a History."""
+"""The seven invariants of docs/design.md, each checked by name over a History."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _won_cancels(history: History) -> dict[str, Call]:
 
 
 def check(history: History, bounds: Bounds | None = None) -> list[Verdict]:
-    """Every invariant's verdict, in DESIGN.md's order."""
+    """Every invariant's verdict, in docs/design.md's order."""
     bounds = bounds or Bounds()
     ledger_by_key: dict[str, list[datetime]] = defaultdict(list)
     external: dict[str, list[str]] = defaultdict(list)

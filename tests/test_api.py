@@ -1,4 +1,4 @@
-"""The public API (API.md and spec/cancel-scheduled-post.txt), over HTTP on real PostgreSQL."""
+"""The public API (docs/api.md), over HTTP on real PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each fault of DESIGN.md injected for real against running processes, with the invariants
+"""Each fault of docs/design.md injected for real against running processes, with the invariants
 checked for the posts involved: the right terminal state, one ledger entry or none, none stuck."""
 
 from __future__ import annotations

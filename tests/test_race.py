@@ -1,6 +1,6 @@
 """Cancel racing the claim on the same rows, hundreds of times: threads on the transitions,
-then HTTP cancels against real worker processes; DESIGN.md's invariants checked by the
-chaos checker.
+then HTTP cancels against real worker processes; the invariants of docs/design.md checked by
+the chaos checker.
 
 Checked by hand: with the row locks taken out of shared/posts.py both tests fail. The
 transition race then reports ~160 uploads after a 200 cancel, double uploads and posts stuck
@@ -38,7 +38,7 @@ LEASE = timedelta(seconds=60)
 
 
 def _assert_invariants(history: History) -> None:
-    """DESIGN.md's invariants, by the same checker the chaos runs use."""
+    """the design's invariants (docs/design.md), by the same checker the chaos runs use."""
     verdicts = check(history)
     broken = [v for v in verdicts if not v.ok]
     assert not broken, "\n".join(

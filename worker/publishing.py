@@ -1,4 +1,4 @@
-"""The publish protocol, step by step (DESIGN.md): claim, prepare, point of no return,
+"""The publish protocol, step by step (docs/design.md): claim, prepare, point of no return,
 upload, record. Each step that touches the row is one short transaction; none is held
 open across the platform call."""
 

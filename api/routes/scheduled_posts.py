@@ -84,6 +84,8 @@ def _create(
                 principal.organization_id,
                 "->queued",
                 scheduledFor=iso(post.scheduled_for),
+                # The wire id, where a caller chose it: every later line names the key only.
+                publicId=post.public_id,
             )
         )
     if send_now:
