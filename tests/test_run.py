@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,4 +95,6 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
     assert code == 0
