@@ -9,12 +9,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
 from bench.sizes import CANCEL_TARGET_MS, LAG_TARGET_MS, RATIO_TARGET
 
 ASSETS_DIR = "bench"
 RESULTS_JSON = "benchmarks.json"
 SAMPLES_JSON = "samples.json"
 CHART_PNG = "distributions.png"
+# bench/templates/: the page, its prose around the figures that render_markdown() supplies.
+TEMPLATE = "benchmarks.md.j2"
 # Worker memory "does not grow" with future posts when it stays within this of the empty run:
 # pools allocate and free as they work, so two samples of one idle worker differ a little.
 RSS_NOISE = 0.05
@@ -253,29 +257,50 @@ def _why_memory(r: Results) -> str:
     )
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class Table:
+    """A markdown table's cells, every one already formatted."""
+
+    header: list[str]
+    rows: list[list[str]]
 
 
-def render_markdown(r: Results) -> str:
-    fig, facts, m, s = r.figures, r.facts, r.machine, r.settings
-    targets = _targets(r)
-    sizes = s["sizes"]
-    out: list[str] = []
-    add = out.append
-    add("# Benchmarks\n")
-    add(
-        f"Measured by `publisher bench --size {s['size']} --workers {s['workers']}"
-        f" --concurrency {s['concurrency']} --seed {s['seed']}` on {r.generated_at}, in one run"
-        f" of {_f(s['duration_s'] / 60)} minutes. Reproduce with `make bench` (the full size);"
-        " `--size tiny` is the test suite's smoke run. Every figure below is also in"
-        f" [`{ASSETS_DIR}/{RESULTS_JSON}`]({ASSETS_DIR}/{RESULTS_JSON}).\n"
+@dataclass(frozen=True)
+class Verdict:
+    """A paragraph on a missed target: a bold lead sentence, then why it was missed."""
+
+    lead: str
+    why: str
+
+
+# Each section of the page is the template's prose around one context: the function below that
+# is named after it turns the results into that section's figures, formatted, and picks the
+# sentences that depend on whether a target was met. "Settings" has no figures, so no context.
+
+
+def _intro(r: Results) -> dict[str, Any]:
+    s = r.settings
+    return {
+        "size": s["size"],
+        "workers": s["workers"],
+        "concurrency": s["concurrency"],
+        "seed": s["seed"],
+        "generated_at": r.generated_at,
+        "minutes": _f(s["duration_s"] / 60),
+        "results_json": f"{ASSETS_DIR}/{RESULTS_JSON}",
+    }
+
+
+def _machine(r: Results) -> dict[str, Any]:
+    m, s = r.machine, r.settings
+    load = (
+        " / ".join(str(x) for x in m["load_average_at_start"])
+        + " at the start, "
+        + " / ".join(str(x) for x in m.get("load_average_at_end", []))
+        + " at the end"
     )
-    add("## The machine\n")
-    add(
-        _md_table(
+    return {
+        "table": Table(
             ["", ""],
             [
                 ["CPU", f"{m['cpu_model']}, {m['cpu_count']} cores"],
@@ -285,140 +310,83 @@ def render_markdown(r: Results) -> str:
                 ["PostgreSQL", m["postgresql"]],
                 ["Redis", m["redis"]],
                 ["Celery / kombu", f"{m['celery']} / {m['kombu']}"],
+                ["Load average (1, 5, 15 min)", load],
+            ],
+        ),
+        "workers": s["workers"],
+        "concurrency": s["concurrency"],
+    }
+
+
+def _summary(r: Results) -> dict[str, Any]:
+    return {
+        "table": Table(
+            ["Measurement", "Target", "Measured", "Met", "Margin"],
+            [
+                [t.name, t.goal, t.measured, "yes" if t.met else "**no**", t.margin]
+                for t in _targets(r)
+            ],
+        ),
+        "chart": f"{ASSETS_DIR}/{CHART_PNG}",
+    }
+
+
+def _throughput(r: Results) -> dict[str, Any]:
+    fig, facts, s = r.figures, r.facts, r.settings
+    ratio = fig["throughput.ratio"]
+    return {
+        "posts": _f(fig["throughput.pipeline.posts"], 0),
+        "workers": s["workers"],
+        "concurrency": s["concurrency"],
+        "table": Table(
+            ["", "per second", "window (s)", "CPU ms per post/task", "machine busy %"],
+            [
                 [
-                    "Load average (1, 5, 15 min)",
-                    " / ".join(str(x) for x in m["load_average_at_start"])
-                    + " at the start, "
-                    + " / ".join(str(x) for x in m.get("load_average_at_end", []))
-                    + " at the end",
+                    "publish pipeline",
+                    _f(fig["throughput.pipeline.posts_per_s"]),
+                    _f(fig["throughput.pipeline.window_s"], 2),
+                    _f(fig.get("throughput.pipeline.cpu_ms_per_unit", math.nan), 2),
+                    _f(fig.get("throughput.pipeline.machine_busy_pct", math.nan), 0),
+                ],
+                [
+                    "bare Celery, no-op task",
+                    _f(fig["throughput.bare.tasks_per_s"]),
+                    _f(fig["throughput.bare.window_s"], 2),
+                    _f(fig.get("throughput.bare.cpu_ms_per_unit", math.nan), 2),
+                    _f(fig.get("throughput.bare.machine_busy_pct", math.nan), 0),
                 ],
             ],
+        ),
+        "ratio": f"{ratio:.1%}",
+        "ratio_target": f"{RATIO_TARGET:.0%}",
+        "due_to_last_s": _f(fig["throughput.pipeline.due_to_last_s"], 2),
+        "published": f"{facts.get('throughput.pipeline.published')}",
+        "redispatched": f"{facts.get('throughput.pipeline.redispatched')}",
+        "dispatch_ticks": _f(fig.get("throughput.dispatch.ticks", math.nan), 0),
+        "dispatch_ms_per_post": _f(fig.get("throughput.dispatch.ms_per_post", math.nan), 2),
+        "dispatch_tick_max_ms": _f(fig.get("throughput.dispatch.tick_max_ms", math.nan), 0),
+        "cpu_pipeline": _cpu_line(facts.get("throughput.pipeline.cpu_ms_per_unit", {})),
+        "cpu_bare": _cpu_line(facts.get("throughput.bare.cpu_ms_per_unit", {})),
+        "body_posts": _f(fig.get("throughput.body.posts", math.nan), 0),
+        "body_cpu_ms": _f(fig.get("throughput.body.cpu_ms_per_post", math.nan), 2),
+        "body_wall_ms": _f(fig.get("throughput.body.wall_ms_per_post", math.nan), 2),
+        "body_statements": _f(fig.get("throughput.body.statements_per_post", math.nan), 0),
+        "body_commits": _f(fig.get("throughput.body.commits_per_post", math.nan), 0),
+        "missed": Verdict(
+            f"Missed by {(RATIO_TARGET - ratio) * 100:.1f} points.", _why_throughput(r)
         )
-    )
-    add(
-        "\nEverything runs on this one machine: PostgreSQL, a private redis-server, the sandbox"
-        " platform (zero latency, no faults), the API (one uvicorn process), "
-        f"{s['workers']} `publisher worker` processes with `--concurrency {s['concurrency']}`,"
-        " beat, the load generators and the benchmark itself. The machine is shared with other"
-        " jobs (see the load average), so figures move by a few percent from run to run.\n"
-    )
-    add("## Settings\n")
-    add(
-        "The deployment runs with its defaults (dispatch horizon 60 s, one tick a second, 500"
-        " posts a tick, `worker_prefetch_multiplier=1`, `acks_late`, `worker_eta_task_limit"
-        "=10000`) on a database of its own, `publisher_bench`, created and migrated for the run"
-        " and dropped after it. Two settings differ, each so that the benchmark measures the"
-        " system rather than a limit:\n"
-    )
-    add(
-        "- `RATE_LIMIT_READ_PER_MIN` / `RATE_LIMIT_WRITE_PER_MIN` = 100,000,000: one API key"
-        " sends every cancel.\n"
-        "- `REDISPATCH_GRACE_S` = 600 (default 15). The throughput and cancel sections put"
-        " thousands of posts due at once; while they wait their turn in the workers' pools they"
-        " are still `queued`, and past the grace the dispatcher would re-dispatch them with a"
-        " new token (the designed recovery for a message lost with Redis). That is harmless (the"
-        " old task finds a stale token) but each costs an extra claim, so a backlog longer than"
-        " the grace feeds itself. In production, keep the grace above the longest burst"
-        " you expect to drain (burst size / throughput).\n"
-    )
-    add(
-        "Posts are inserted straight into `scheduled_posts` as the schedule endpoint leaves"
-        " them (`queued`, token 1, no task yet), in bulk, and then go out the way every post"
-        " does: beat's dispatcher tick gives each an ETA task within the horizon, a worker"
-        " claims it, passes the point of no return, uploads to the sandbox and records it."
-        " Inserted rows may be due at any instant, not just whole seconds as through the API,"
-        " so a sustained load arrives evenly rather than in one-second bursts.\n"
-    )
+        if ratio < RATIO_TARGET
+        else None,
+    }
 
-    add("## Summary\n")
-    add(
-        _md_table(
-            ["Measurement", "Target", "Measured", "Met", "Margin"],
-            [[t.name, t.goal, t.measured, "yes" if t.met else "**no**", t.margin] for t in targets],
-        )
-    )
-    add(f"\n![Lag and latency distributions]({ASSETS_DIR}/{CHART_PNG})\n")
 
-    # 1
-    add("## 1. Publish throughput against bare Celery\n")
-    add(
-        f"{_f(fig['throughput.pipeline.posts'], 0)} posts, all due at the same instant,"
-        " dispatched ahead of time as ETA tasks (as the dispatcher does within its horizon);"
-        " throughput is the count over the window from the first claim (`attempted_at`) to the"
-        " last record (`published_at`). Then, on the same redis-server, as many no-op tasks"
-        " with the same arguments and the same ETA through"
-        f" {s['workers']} plain `celery -A bench.noop worker --concurrency {s['concurrency']}`"
-        " processes that import the publisher's Celery settings (acks_late, reject on worker"
-        " lost, prefetch multiplier 1, visibility timeout, ETA task limit, time limits, events);"
-        " the no-op's only work is one RPUSH of its finish time, so the run can be timed from"
-        " outside. Throughput is the count over first to last finish.\n"
-    )
-    rows = [
-        [
-            "publish pipeline",
-            _f(fig["throughput.pipeline.posts_per_s"]),
-            _f(fig["throughput.pipeline.window_s"], 2),
-            _f(fig.get("throughput.pipeline.cpu_ms_per_unit", math.nan), 2),
-            _f(fig.get("throughput.pipeline.machine_busy_pct", math.nan), 0),
-        ],
-        [
-            "bare Celery, no-op task",
-            _f(fig["throughput.bare.tasks_per_s"]),
-            _f(fig["throughput.bare.window_s"], 2),
-            _f(fig.get("throughput.bare.cpu_ms_per_unit", math.nan), 2),
-            _f(fig.get("throughput.bare.machine_busy_pct", math.nan), 0),
-        ],
-    ]
-    add(_md_table(["", "per second", "window (s)", "CPU ms per post/task", "machine busy %"], rows))
-    add(
-        f"\nRatio: **{fig['throughput.ratio']:.1%}** (target {RATIO_TARGET:.0%}). From the"
-        f" instant the posts were due to the last one recorded:"
-        f" {_f(fig['throughput.pipeline.due_to_last_s'], 2)} s."
-        f" Published: {facts.get('throughput.pipeline.published')}, re-dispatched:"
-        f" {facts.get('throughput.pipeline.redispatched')}. Before they came due the dispatcher"
-        f" sent them in {_f(fig.get('throughput.dispatch.ticks', math.nan), 0)} ticks of up to"
-        f" 500, at {_f(fig.get('throughput.dispatch.ms_per_post', math.nan), 2)} ms of tick time"
-        f" per post; the longest tick ran"
-        f" {_f(fig.get('throughput.dispatch.tick_max_ms', math.nan), 0)} ms (ticks overlap: a"
-        " new one starts every second, SKIP LOCKED keeps them apart).\n"
-    )
-    add(
-        "CPU per post by part of the deployment (ms): pipeline "
-        f"{_cpu_line(facts.get('throughput.pipeline.cpu_ms_per_unit', {}))}; bare Celery "
-        f"{_cpu_line(facts.get('throughput.bare.cpu_ms_per_unit', {}))}. PostgreSQL counts"
-        " the backends serving the benchmark database only.\n"
-    )
-    add(
-        "The publish protocol alone, run by `bench.probe` outside Celery on"
-        f" {_f(fig.get('throughput.body.posts', math.nan), 0)} posts one after another:"
-        f" {_f(fig.get('throughput.body.cpu_ms_per_post', math.nan), 2)} ms of CPU and"
-        f" {_f(fig.get('throughput.body.wall_ms_per_post', math.nan), 2)} ms of wall time per"
-        f" post, {_f(fig.get('throughput.body.statements_per_post', math.nan), 0)} SQL statements"
-        f" and {_f(fig.get('throughput.body.commits_per_post', math.nan), 0)} commits.\n"
-    )
-    if fig["throughput.ratio"] < RATIO_TARGET:
-        add(
-            f"**Missed by {(RATIO_TARGET - fig['throughput.ratio']) * 100:.1f} points.** "
-            + _why_throughput(r)
-            + "\n"
-        )
-
-    # 2
-    add("## 2. Dispatch lag\n")
-    add(
-        f"Posts come due evenly at a fixed rate for {_f(sizes['lag_seconds'], 0)} s, at"
-        " fractions of the throughput measured in section 1, at any instant (not whole"
-        " seconds as through the API). They arrive as a steady stream of schedules would: each"
-        " second's posts are inserted 5 s before they are due, so each dispatcher tick sends"
-        " about a second's worth of ETA tasks. The lag is `upload_started_at - scheduled_for`"
-        " (the point of no return, just before the upload), with the claim (`attempted_at`)"
-        " and the record (`published_at`) beside it, and the run time of the ticks that"
-        " dispatched posts, as the workers logged them.\n"
-    )
-    lag_rows = []
-    for label in facts.get("lag.labels", []):
+def _lag(r: Results) -> dict[str, Any]:
+    fig, labels = r.figures, r.facts.get("lag.labels", [])
+    rows = []
+    missed = []
+    for label in labels:
         p = f"lag.{label}"
-        lag_rows.append(
+        rows.append(
             [
                 f"{_f(fig[f'{p}.rate_per_s'])} ({label.removesuffix('pct')}%)",
                 _f(fig[f"{p}.posts"], 0),
@@ -433,8 +401,17 @@ def render_markdown(r: Results) -> str:
                 + _f(fig.get(f"{p}.dispatch_tick_max_ms", math.nan)),
             ]
         )
-    add(
-        _md_table(
+    for label in labels:
+        p99 = fig[f"lag.{label}.upload_start_p99_ms"]
+        if p99 >= LAG_TARGET_MS:
+            lead = (
+                f"At {label.removesuffix('pct')}% the target is missed by"
+                f" {_f(p99 - LAG_TARGET_MS)} ms."
+            )
+            missed.append(Verdict(lead, _why_lag(r, label)))
+    return {
+        "seconds": _f(r.settings["sizes"]["lag_seconds"], 0),
+        "table": Table(
             [
                 "posts/s",
                 "posts",
@@ -446,50 +423,29 @@ def render_markdown(r: Results) -> str:
                 "published p50 / p99 (ms)",
                 "tick p50 / max (ms)",
             ],
-            lag_rows,
-        )
-    )
-    add("")
-    for label in facts.get("lag.labels", []):
-        p99 = fig[f"lag.{label}.upload_start_p99_ms"]
-        if p99 >= LAG_TARGET_MS:
-            add(
-                f"**At {label.removesuffix('pct')}% the target is missed by"
-                f" {_f(p99 - LAG_TARGET_MS)} ms.** " + _why_lag(r, label) + "\n"
-            )
+            rows,
+        ),
+        "missed": missed,
+    }
 
-    # 3
-    add("## 3. Cancel latency under load\n")
-    add(
-        "While posts come due at"
-        f" {_f(fig['cancel.load.feed_rate_per_s'])}/s (the throughput the workers reached alone"
-        " in section 1; with the cancels' load beside them they cannot keep up, so they never"
-        " run dry), a separate process sends `DELETE /v1/scheduled-posts/:id` open-loop at a"
-        f" fixed rate, stepped up; each step lasts {_f(sizes['cancel_step_s'], 0)} s. Latency"
-        " runs from the instant each request was due to go out to its answer, so a slow server"
-        " cannot hide its queueing by slowing the generator down. The cancelled posts are due in"
-        " two days: queued, beyond the horizon, holding no ETA task (so no revoke is sent) and"
-        " no lock any worker wants. Publishing ran at"
-        f" {_f(fig['cancel.load.publish_rate_per_s'])} posts/s on average during the steps.\n"
-    )
-    step_rows = [
-        [
-            _f(st["rate"], 0),
-            str(st["n"]),
-            f"{st['ok']}",
-            _f(st["p50"]),
-            _f(st["p90"]),
-            _f(st["p99"]),
-            _f(st["max"]),
-            _f(st.get("publish_rate", math.nan)),
-            _f(st.get("api_cpu_ms_per_request", math.nan)),
-            _f(st["machine_busy_pct"], 0),
-            "yes" if st["p99"] <= CANCEL_TARGET_MS and st["errors"] == 0 else "no",
-        ]
-        for st in facts.get("cancel.steps", [])
-    ]
-    add(
-        _md_table(
+
+def _cancel(r: Results) -> dict[str, Any]:
+    fig, facts = r.figures, r.facts
+    steps: list[dict[str, Any]] = facts.get("cancel.steps", [])
+    best, held_rates = _holding(steps)
+    missed = [st for st in steps if st["rate"] not in held_rates]
+    again = [x for x in held_rates if x > best] if best is not None else []
+    why = None
+    if best is None and steps:
+        over = steps[0]["p99"] - CANCEL_TARGET_MS
+        why = Verdict(f"Missed by {_f(over)} ms at the lowest rate.", _why_cancel(r))
+    elif missed:
+        why = Verdict("Why the higher rates miss.", _why_cancel(r))
+    return {
+        "feed_rate": _f(fig["cancel.load.feed_rate_per_s"]),
+        "step_s": _f(r.settings["sizes"]["cancel_step_s"], 0),
+        "publish_rate": _f(fig["cancel.load.publish_rate_per_s"]),
+        "table": Table(
             [
                 "cancels/s",
                 "requests",
@@ -503,58 +459,59 @@ def render_markdown(r: Results) -> str:
                 "machine busy %",
                 f"p99 < {CANCEL_TARGET_MS:.0f} ms",
             ],
-            step_rows,
-        )
-    )
-    best, held_rates = _holding(facts.get("cancel.steps", []))
-    missed = [st for st in facts.get("cancel.steps", []) if st["rate"] not in held_rates]
-    add(
-        "\nHighest rate that holds the target, every lower step holding too: "
-        + (f"**{_f(best, 0)} cancels/s**." if best is not None else "**none of the steps**.")
-        + "".join(
-            f" At {_f(st['rate'], 0)}/s it is missed by {_f(st['p99'] - CANCEL_TARGET_MS)} ms."
+            [
+                [
+                    _f(st["rate"], 0),
+                    str(st["n"]),
+                    f"{st['ok']}",
+                    _f(st["p50"]),
+                    _f(st["p90"]),
+                    _f(st["p99"]),
+                    _f(st["max"]),
+                    _f(st.get("publish_rate", math.nan)),
+                    _f(st.get("api_cpu_ms_per_request", math.nan)),
+                    _f(st["machine_busy_pct"], 0),
+                    "yes" if st["p99"] <= CANCEL_TARGET_MS and st["errors"] == 0 else "no",
+                ]
+                for st in steps
+            ],
+        ),
+        "held": f"{_f(best, 0)} cancels/s" if best is not None else "none of the steps",
+        "missed": [
+            f"At {_f(st['rate'], 0)}/s it is missed by {_f(st['p99'] - CANCEL_TARGET_MS)} ms."
             for st in missed
+        ],
+        "held_again": (
+            f"It held again at {', '.join(_f(x, 0) for x in again)}/s: a p99 over a few hundred"
+            " requests is their handful of slowest, so a step can miss where a higher one holds;"
+            " only the rate below which every step held is claimed."
         )
-        + (
-            f" It held again at {', '.join(_f(x, 0) for x in held_rates if x > best)}/s: a p99"
-            " over a few hundred requests is their handful of slowest, so a step can miss"
-            " where a higher one holds; only the rate below which every step held is claimed."
-            if best is not None and any(x > best for x in held_rates)
-            else ""
-        )
-        + " Stepping stops once a step's p99 passes four times the target."
-        + "".join(
-            f" At {_f(st['rate'], 0)}/s the client gave up on"
-            f" {sum(st['failures'].values())} request(s)"
-            f" ({', '.join(f'{k} x{v}' for k, v in st['failures'].items())})."
-            for st in facts.get("cancel.steps", [])
+        if again
+        else None,
+        "failures": [
+            {
+                "rate": _f(st["rate"], 0),
+                "count": sum(st["failures"].values()),
+                "kinds": ", ".join(f"{k} x{v}" for k, v in st["failures"].items()),
+            }
+            for st in steps
             if st.get("failures")
-        )
-        + "\n"
-    )
-    if best is None and facts.get("cancel.steps"):
-        over = facts["cancel.steps"][0]["p99"] - CANCEL_TARGET_MS
-        add(f"**Missed by {_f(over)} ms at the lowest rate.** " + _why_cancel(r) + "\n")
-    elif missed:
-        add("**Why the higher rates miss.** " + _why_cancel(r) + "\n")
+        ],
+        "why": why,
+    }
 
-    # 4
+
+def _scale(r: Results) -> dict[str, Any]:
+    fig, facts, sizes = r.figures, r.facts, r.settings["sizes"]
     rows_n = fig["scale.future_rows"]
-    add(f"## 4. Memory and speed at {rows_n:,.0f} future posts\n")
-    add(
-        f"{rows_n:,.0f} `queued` posts due uniformly over the next 30 days, inserted with one"
-        f" `INSERT ... SELECT generate_series` in {_f(fig['scale.insert_s'])} s (then `VACUUM"
-        " ANALYZE`), against the same table holding only the posts the cancels hit. Worker RSS"
-        " is the sum over the worker processes and their pool children (from /proc),"
-        " the median of three samples a second apart. The tick is"
-        " `worker.tasks.dispatch_once()` called in a process of its own whose settings point at"
-        f" the benchmark deployment ({sizes['ticks']} calls after a warm-up one), and the"
-        " workers' own ticks as Celery logged them over the same minute. Cancels hit random"
-        f" far-future posts at {_f(sizes['idle_cancel_rate'], 0)}/s, publishing idle.\n"
-    )
     e, fu = "scale.empty", "scale.future"
-    add(
-        _md_table(
+    rss_ratio = fig["scale.worker_rss_ratio"]
+    return {
+        "rows": f"{rows_n:,.0f}",
+        "insert_s": _f(fig["scale.insert_s"]),
+        "ticks": sizes["ticks"],
+        "cancel_rate": _f(sizes["idle_cancel_rate"], 0),
+        "table": Table(
             ["", "empty table", f"{rows_n:,.0f} future posts"],
             [
                 ["rows in scheduled_posts", _f(fig[f"{e}.rows"], 0), _f(fig[f"{fu}.rows"], 0)],
@@ -588,42 +545,30 @@ def render_markdown(r: Results) -> str:
                     _f(facts.get(f"{fu}.api_cpu_ms_per_request", math.nan)),
                 ],
             ],
-        )
-    )
-    rss_ratio = fig["scale.worker_rss_ratio"]
-    add(
-        f"\nWorker RSS with the future posts is {rss_ratio:.3f}x the empty table's"
-        f" ({(rss_ratio - 1) * 100:+.1f}%): "
-        + (
+        ),
+        "rss_ratio": f"{rss_ratio:.3f}",
+        "rss_growth": f"{(rss_ratio - 1) * 100:+.1f}%",
+        "rss_verdict": (
             "flat, as designed: far-future posts hold no task and no worker memory; only the"
             " few due within the 60 s horizon are ETA tasks in a worker."
-            if rss_ratio <= 1 + RSS_NOISE
-            else _why_memory(r)
         )
-        + "\n"
-    )
-    plan = facts.get(f"{fu}.plan") or []
-    if plan:
-        add(
-            "The dispatcher's query, as the driver sent it, at the full table (`EXPLAIN"
-            " ANALYZE`): the partial index on queued posts by time bounds it to the posts due"
-            " within the horizon, whatever lies beyond.\n"
-        )
-        add("```\n" + "\n".join(plan) + "\n```\n")
-    add("### Beside it: one ETA task per post\n")
+        if rss_ratio <= 1 + RSS_NOISE
+        else _why_memory(r),
+        "plan": facts.get(f"{fu}.plan") or [],
+    }
+
+
+def _naive(r: Results) -> dict[str, Any]:
+    fig, s = r.figures, r.settings
+    e, fu = "scale.empty", "scale.future"
     n = fig["naive.tasks"]
-    add(
-        f"The naive design sends one Celery ETA task per post at schedule time. One plain"
-        f" `celery -A bench.noop:naive_app worker --concurrency {s['concurrency']}` with the"
-        " publisher's settings but `worker_eta_task_limit` off (so it may hold them all, as"
-        f" that design needs) on a Redis database of its own received {n:,.0f} tasks due"
-        " over the next 30 days and held every one (the broker's `unacked` hash counted them).\n"
-    )
-    per_post = fig["naive.worker_bytes_per_post"]
-    extra_1m = fig["naive.extrapolated_1m_gib"]
+    rows_n = fig["scale.future_rows"]
+    redis_per_post = fig["naive.redis_bytes_per_post"]
     growth_1m = (fig[f"{fu}.worker_rss_mib"] - fig[f"{e}.worker_rss_mib"]) * 1_000_000 / rows_n
-    add(
-        _md_table(
+    return {
+        "concurrency": s["concurrency"],
+        "tasks": f"{n:,.0f}",
+        "table": Table(
             ["", "naive: ETA task per post", "publisher: dispatcher + horizon"],
             [
                 [
@@ -633,46 +578,63 @@ def render_markdown(r: Results) -> str:
                     f"{_f(fig[f'{e}.worker_rss_mib'])} / {_f(fig[f'{fu}.worker_rss_mib'])}"
                     f" ({rows_n:,.0f} posts, {s['workers']} workers)",
                 ],
-                ["worker memory per future post", f"{_f(per_post, 0)} bytes", "0 (no task)"],
+                [
+                    "worker memory per future post",
+                    f"{_f(fig['naive.worker_bytes_per_post'], 0)} bytes",
+                    "0 (no task)",
+                ],
                 [
                     "Redis memory per future post",
-                    f"{_f(fig['naive.redis_bytes_per_post'], 0)} bytes (the unacked copy)",
+                    f"{_f(redis_per_post, 0)} bytes (the unacked copy)",
                     "0 (PostgreSQL holds the row)",
                 ],
                 [
                     "extrapolated to 1,000,000 future posts",
-                    f"{_f(extra_1m, 2)} GiB in one worker, plus"
-                    f" {_f(fig['naive.redis_bytes_per_post'] * 1e6 / 1024**3, 2)} GiB in Redis",
+                    f"{_f(fig['naive.extrapolated_1m_gib'], 2)} GiB in one worker, plus"
+                    f" {_f(redis_per_post * 1e6 / 1024**3, 2)} GiB in Redis",
                     f"{growth_1m:+.1f} MiB measured across the workers",
                 ],
             ],
-        )
+        ),
+    }
+
+
+def _reading(r: Results) -> dict[str, Any]:
+    return {
+        "loads": ", ".join(
+            f"{k.removeprefix('load.')} {v:.1f}"
+            for k, v in r.facts.items()
+            if k.startswith("load.")
+        ),
+        "samples_json": f"{ASSETS_DIR}/{SAMPLES_JSON}",
+        "results_json": f"{ASSETS_DIR}/{RESULTS_JSON}",
+    }
+
+
+_TEMPLATES = Environment(
+    loader=PackageLoader("bench", "templates"),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    # Markdown, not HTML: escaping would turn the figures' `<` and `>` into entities.
+    autoescape=False,  # noqa: S701
+)
+
+
+def render_markdown(r: Results) -> str:
+    """docs/benchmarks.md: bench/templates/benchmarks.md.j2 around each section's context."""
+    return _TEMPLATES.get_template(TEMPLATE).render(
+        intro=_intro(r),
+        machine=_machine(r),
+        summary=_summary(r),
+        throughput=_throughput(r),
+        lag=_lag(r),
+        cancel=_cancel(r),
+        scale=_scale(r),
+        naive=_naive(r),
+        reading=_reading(r),
     )
-    add(
-        "\nMemory is not the naive design's only cost: Redis hands an unacked message out again"
-        " once its visibility timeout (1 h here) has passed, so an ETA further out than that is"
-        " delivered a second time (and again every hour) while the first worker still holds it."
-        " That is why the publisher never lets an ETA task wait longer than its 60 s horizon.\n"
-    )
-    add("## How to read these figures\n")
-    add(
-        "- Two cores run everything: a figure that is CPU-bound here (throughput, tails) moves"
-        " with what else the machine does, and every process of the deployment competes with"
-        " the others. The load average above says how busy the machine was.\n"
-        "- Latencies are wall-clock from the schedule or the request's due instant; the worker"
-        " timestamps come from the same clock as the benchmark's.\n"
-        "- Percentiles are nearest-rank over every sample; `max` is one sample.\n"
-        "- `machine busy %` comes from /proc/stat and counts every process on the machine,"
-        " the deployment's and anyone else's; the load average (1 min) as each section began: "
-        + ", ".join(
-            f"{k.removeprefix('load.')} {v:.1f}" for k, v in facts.items() if k.startswith("load.")
-        )
-        + ".\n"
-        f"- Raw samples for the chart are in [`{ASSETS_DIR}/{SAMPLES_JSON}`]"
-        f"({ASSETS_DIR}/{SAMPLES_JSON}); `publisher bench --render {ASSETS_DIR}/{RESULTS_JSON}`"
-        " rebuilds this page from them without measuring again.\n"
-    )
-    return "\n".join(out)
 
 
 def render_chart(r: Results, path: Path) -> None:

@@ -1,4 +1,5 @@
-"""`publisher bench --size tiny`: one whole run, checked for its report, figures and chart."""
+"""`publisher bench`: the page rendered from the committed figures, and one whole `--size tiny`
+run, checked for its report, figures and chart."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
+from bench.report import Results, render_markdown
 from harness.stack import ROOT
 
-pytestmark = pytest.mark.integration
+DOCS = ROOT / "docs"
 
 # One figure of each measurement that every run must produce.
 REQUIRED = (
@@ -49,6 +51,42 @@ SECTIONS = (
 )
 
 
+def test_the_committed_figures_render_the_committed_page_byte_for_byte() -> None:
+    # docs/benchmarks.md is what `publisher bench --render docs/bench/benchmarks.json` writes:
+    # a change to the template or to a section's context that alters the page shows here.
+    page = render_markdown(Results.load(DOCS / "bench" / "benchmarks.json"))
+    assert page.encode() == (DOCS / "benchmarks.md").read_bytes()
+
+
+def test_every_missed_target_renders_its_paragraph() -> None:
+    # The committed run meets most targets: miss them all, so that every branch of the page
+    # is rendered (a name the template lacks in its context fails the render).
+    r = Results.load(DOCS / "bench" / "benchmarks.json")
+    r.figures["throughput.ratio"] = 0.5
+    for label in r.facts["lag.labels"]:
+        r.figures[f"lag.{label}.upload_start_p99_ms"] = 400.0
+    steps = r.facts["cancel.steps"]
+    for step in steps:
+        step["p99"] = 500.0
+    steps[-1]["failures"] = {"ReadTimeout": 3}
+    r.figures["scale.worker_rss_ratio"] = 1.5
+    r.facts["scale.future.plan"] = []
+
+    page = render_markdown(r)
+
+    assert "**Missed by 25.0 points.** Each post cost" in page
+    for label in r.facts["lag.labels"]:
+        pct = label.removesuffix("pct")
+        assert f"**At {pct}% the target is missed by 150.0 ms.** At " in page
+    assert "every lower step holding too: **none of the steps**. At 10/s it is missed by" in page
+    assert "**Missed by 450.0 ms at the lowest rate.** The same DELETE" in page
+    assert "the client gave up on 3 request(s) (ReadTimeout x3)." in page
+    assert "(+50.0%): Worker memory grew with the table" in page
+    assert "```" not in page and "EXPLAIN ANALYZE" not in page
+    assert "\n\n\n" not in page and page.endswith("again.\n")
+
+
+@pytest.mark.integration
 def test_tiny_run_writes_the_report_its_figures_and_the_chart(
     tmp_path: Path, database: str
 ) -> None:
