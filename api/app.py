@@ -9,12 +9,12 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from sqlalchemy import text
 
-from api import envelope
+from api import errors, middleware
 from api.presenters import json_response
 from api.routes import content, scheduled_posts, social_accounts
-from shared import logs
-from shared.db import engine, init_engine
-from shared.settings import get_settings
+from shared.kit import logs
+from shared.kit.db import engine, init_engine
+from shared.kit.settings import get_settings
 
 
 @asynccontextmanager
@@ -61,8 +61,8 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     routers = [module.router for module in (content, social_accounts, scheduled_posts)]
-    envelope.install(app, lambda: [*app.routes, *(r for router in routers for r in router.routes)])
-    app.add_middleware(envelope.EdgeMiddleware)
+    errors.install(app, lambda: [*app.routes, *(r for router in routers for r in router.routes)])
+    app.add_middleware(middleware.EdgeMiddleware)
     for router in routers:
         app.include_router(router)
     app.add_api_route(

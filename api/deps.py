@@ -10,14 +10,14 @@ from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.envelope import current_request_id
-from shared.clock import utcnow
-from shared.db import new_session, transaction
-from shared.errors import ForbiddenScope, RateLimited, Unauthenticated
-from shared.keys import authenticate, has_scope
-from shared.posts import Actor
-from shared.ratelimit import limiter
-from shared.settings import get_settings
+from api.middleware import current_request_id
+from api.ratelimit import limiter
+from shared.kit.clock import utcnow
+from shared.kit.db import new_session, transaction
+from shared.kit.errors import ForbiddenScope, RateLimited, Unauthenticated
+from shared.kit.settings import get_settings
+from shared.publishing.posts import Actor
+from shared.tenancy.keys import authenticate, has_scope
 
 RATE_LIMIT_HEADERS = "rate_limit_headers"
 

@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from shared.clock import utcnow
-from shared.errors import IdempotencyConflict, Validation
+from shared.kit.clock import utcnow
+from shared.kit.errors import IdempotencyConflict, Validation
 from shared.models import IdempotencyRecord
 
 TTL: Final = timedelta(hours=24)

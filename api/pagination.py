@@ -6,12 +6,16 @@ import base64
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import Query
+from fastapi.responses import Response
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
 
+from api.presenters import json_response
 from api.schemas import storable
-from shared.errors import Validation
+from shared.kit.errors import Validation
 
 T = TypeVar("T")
 
@@ -51,3 +55,19 @@ def page(
     """The first `limit` of `limit + 1` fetched rows, and the cursor past them if more exist."""
     items = rows[:limit]
     return items, encode(*key(items[-1])) if len(rows) > limit else None
+
+
+def listing(
+    session: Session,
+    query: Callable[[tuple[datetime, str] | None], Select[T]],
+    cursor: str | None,
+    limit: int,
+    *,
+    key: Callable[[T], tuple[datetime, str]],
+    render: Callable[[T], dict[str, Any]],
+) -> Response:
+    """One page of a keyset-paginated list: `{"items", "nextCursor"}`. `query` builds the
+    ordered query past a position (None: the first page); `key` is that order's position."""
+    rows = list(session.scalars(query(decode(cursor)).limit(limit + 1)))
+    items, next_cursor = page(rows, limit, key)
+    return json_response({"items": [render(r) for r in items], "nextCursor": next_cursor})

@@ -7,16 +7,20 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from shared.clock import iso
+from shared.kit.clock import iso
 from shared.models import ContentContainer, ScheduledPost, SocialAccount
 
 
-def json_response(body: dict[str, Any], status: int = 200) -> Response:
-    """A compact JSON response whose bytes are fixed at creation."""
+def json_response(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A compact JSON response whose bytes are fixed at creation: every body the API sends,
+    errors included."""
     return Response(
         json.dumps(body, separators=(",", ":")).encode(),
         status_code=status,
         media_type="application/json",
+        headers=headers,
     )
 
 

@@ -16,9 +16,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from shared.clock import ceil_second
-from shared.netcheck import is_public_host
-from shared.settings import get_settings
+from api.netcheck import is_public_host
+from shared.kit.clock import ceil_second
+from shared.kit.settings import get_settings
 
 
 def storable(value: str) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from shared.clock import utcnow
-from shared.content import create_container
-from shared.migrate import migrate
+from shared.content.containers import create_container
+from shared.kit.clock import utcnow
+from shared.kit.migrate import migrate
 from shared.models import Project
-from shared.tenants import create_tenant
+from shared.tenancy.tenants import create_tenant
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://root@127.0.0.1:5432/publisher"
 BENCH_DATABASE = "publisher_bench"

@@ -19,7 +19,7 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
-from shared.settings import get_settings
+from shared.kit.settings import get_settings
 from worker.celery_app import app as publisher_app
 
 NOOP_QUEUE: Final = "bench_noop"

@@ -2,11 +2,11 @@
 deployment (settings are read from the environment once per process). Writes JSON to --out.
 
     python -m bench.probe tick --count 30 --out tick.json
-        worker.tasks.dispatch_once() --count times, then EXPLAIN ANALYZE of the dispatcher's
-        SELECT exactly as the driver sent it.
+        shared.publishing.protocol.dispatch_once() --count times, then EXPLAIN ANALYZE of
+        the dispatcher's SELECT exactly as the driver sent it.
     python -m bench.probe publish --ids ids.json --out body.json
-        worker.publishing.run_publish() on each post in turn, outside Celery: the CPU and wall
-        time of the task body alone, and the statements and commits it costs.
+        shared.publishing.protocol.run_publish() on each post in turn, outside Celery: the CPU
+        and wall time of the task body alone, and the statements and commits it costs.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 
 from sqlalchemy import event
 
-from shared.db import engine, init_engine
+from shared.kit.db import engine, init_engine
 
 
 def _tick(count: int, interval: float) -> dict[str, Any]:
-    from worker.tasks import dispatch_once
+    from shared.publishing.protocol import dispatch_once
 
     captured: list[tuple[str, Any]] = []
 
@@ -57,7 +57,7 @@ def _tick(count: int, interval: float) -> dict[str, Any]:
 
 
 def _publish(ids: list[str]) -> dict[str, Any]:
-    from worker.publishing import Outcome, run_publish
+    from shared.publishing.protocol import Outcome, run_publish
 
     counts = {"statements": 0, "commits": 0}
 

@@ -35,7 +35,7 @@ from bench.sizes import (
 from bench.stack import BenchStack, PlainWorker
 from bench.stats import summary
 from harness.stack import ROOT, wait_until
-from shared.clock import utcnow
+from shared.kit.clock import utcnow
 
 # How long before its time each second's posts of the lag load are scheduled.
 LAG_AHEAD_S = 5.0

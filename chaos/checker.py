@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from chaos.history import Call, History
+from shared.models import TERMINAL, PostStatus
 
-TERMINAL = frozenset({"published", "draft", "failed", "canceled"})
-DELIVERED = frozenset({"published", "draft"})
+DELIVERED = frozenset({PostStatus.PUBLISHED, PostStatus.DRAFT})
 # The platform may hold such a post or not: the system says so and leaves it to an operator.
 UNKNOWN_OUTCOME = "UPLOAD_OUTCOME_UNKNOWN"
 

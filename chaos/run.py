@@ -22,8 +22,8 @@ from chaos.history import FinalPost, History, LedgerEntry
 from chaos.load import Client, Load, Plan, parse
 from chaos.options import PLATFORM_FAULTS
 from harness.stack import Stack, wait_until
-from shared.db import drop_database
-from shared.models import AuditLog, ScheduledPost
+from shared.kit.db import drop_database
+from shared.models import TERMINAL, AuditLog, ScheduledPost
 
 # Short leases and graces so recovery from each fault shows within seconds, not minutes.
 CHAOS_ENV = {
@@ -39,13 +39,13 @@ CHAOS_ENV = {
 
 
 def _default_db() -> str:
-    from shared.settings import get_settings
+    from shared.kit.settings import get_settings
 
     return str(make_url(get_settings().database_url).set(database="publisher_chaos"))
 
 
 def _reset_database(url: str) -> None:
-    from shared.migrate import migrate
+    from shared.kit.migrate import migrate
 
     drop_database(url)
     migrate(url)
@@ -57,7 +57,7 @@ def read_state(history: History, post_ids: list[str], database_url: str) -> None
     with db.connect() as conn:
         for row in conn.execute(select(ScheduledPost).where(ScheduledPost.id.in_(post_ids))).all():
             p = row._mapping
-            terminal = p["status"] in checker.TERMINAL
+            terminal = p["status"] in TERMINAL
             history.posts[p["id"]] = FinalPost(
                 p["id"],
                 p["status"],
@@ -83,7 +83,7 @@ def _read_state_over_api(history: History, client: Client, post_ids: list[str]) 
         if r.status_code != 200:
             continue
         p = r.json()
-        terminal = p["status"] in checker.TERMINAL
+        terminal = p["status"] in TERMINAL
         history.posts[pid] = FinalPost(
             pid,
             p["status"],
@@ -308,7 +308,7 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
     def done() -> bool:
         for pid in list(pending):
             r = client.http.get(f"/v1/scheduled-posts/{pid}")
-            if r.status_code == 200 and r.json()["status"] in checker.TERMINAL:
+            if r.status_code == 200 and r.json()["status"] in TERMINAL:
                 pending.discard(pid)
             else:
                 return False
@@ -322,22 +322,16 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
 
 def _local_tenant(database_url: str, sandbox_url: str) -> tuple[str, str, list[str]]:
     """A tenant with 60 sandbox accounts, so waves can be 50 targets wide."""
-    from shared.db import init_engine, transaction
-    from shared.tenants import add_social_account, create_tenant
+    from shared.kit.db import init_engine, transaction
+    from shared.tenancy.tenants import create_tenant
 
     init_engine("publisher.chaos", url=database_url, pool_size=2)
     with transaction() as tx:
-        t = create_tenant(tx.session, "Chaos", ["tiktok", "instagram"], sandbox_url=sandbox_url)
-        accounts = [a.id for a in t.social_accounts]
-        for i in range(58):
-            platform = "tiktok" if i % 2 else "instagram"
-            account = add_social_account(
-                tx.session,
-                t.organization_id,
-                t.project_id,
-                platform,
-                f"chaos_{i}",
-                base_url=sandbox_url,
-            )
-            accounts.append(account.id)
-    return t.key.token, t.project_id, accounts
+        t = create_tenant(
+            tx.session,
+            "Chaos",
+            ["tiktok", "instagram"],
+            sandbox_url=sandbox_url,
+            extra_accounts=58,
+        )
+    return t.key.token, t.project_id, [a.id for a in t.social_accounts + t.extra_accounts]

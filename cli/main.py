@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.errors import PublisherError
+from shared.kit.errors import PublisherError
 
 DEFAULT_NODE = "publisher@%h"
 # The node `publisher run` starts, apart from any other worker on this host.
@@ -23,8 +23,8 @@ RUN_WORKER_NODE = "publisher-run@%h"
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
-    from shared.migrate import migrate
-    from shared.settings import get_settings
+    from shared.kit.migrate import migrate
+    from shared.kit.settings import get_settings
 
     created = migrate()
     url = get_settings().database_url
@@ -39,7 +39,7 @@ def _metrics_dir(role: str) -> Iterator[Path]:
     One this process made is removed when it exits cleanly; one given in
     PROMETHEUS_MULTIPROC_DIR belongs to whoever gave it.
     """
-    from shared import metrics_dir
+    from shared.kit import metrics_dir
 
     given = os.environ.get(metrics_dir.MULTIPROC_ENV)
     path = metrics_dir.prepare(role)
@@ -55,7 +55,7 @@ def _metrics_dir(role: str) -> Iterator[Path]:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from shared import logs
+    from shared.kit import logs
 
     with contextlib.ExitStack() as stack:
         if args.workers > 1:
@@ -83,7 +83,7 @@ def _serve_metrics(host: str, port: int, *, with_post_state: bool = False) -> No
     """Prometheus /metrics on a port of its own, served by a thread of this process."""
     from prometheus_client import start_http_server
 
-    from shared.metrics import registry
+    from shared.kit.metrics import registry
 
     start_http_server(port, addr=host, registry=registry(with_post_state=with_post_state))
 
@@ -97,8 +97,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             stack.enter_context(_metrics_dir("worker"))
             _serve_metrics(args.metrics_host, args.metrics_port)
 
+        from shared.publishing.tasks import CONTROL_QUEUE, PUBLISH_QUEUE
         from worker.celery_app import app
-        from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE
 
         app.worker_main(
             [
@@ -114,7 +114,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_beat(_: argparse.Namespace) -> int:
     os.environ["PUBLISHER_ROLE"] = "beat"
-    from shared.settings import get_settings
+    from shared.kit.settings import get_settings
     from worker.celery_app import app
 
     state = Path(get_settings().state_dir)
@@ -126,7 +126,7 @@ def _cmd_beat(_: argparse.Namespace) -> int:
 
 
 def _cmd_flower(args: argparse.Namespace) -> int:
-    from shared.settings import get_settings
+    from shared.kit.settings import get_settings
     from worker.celery_app import app
 
     settings = get_settings()
@@ -160,9 +160,9 @@ def _emit(payload: dict[str, Any], as_json: bool) -> None:
 
 
 def _cmd_tenants_create(args: argparse.Namespace) -> int:
-    from shared.db import transaction
-    from shared.settings import get_settings
-    from shared.tenants import create_tenant
+    from shared.kit.db import transaction
+    from shared.kit.settings import get_settings
+    from shared.tenancy.tenants import create_tenant
 
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
     with transaction() as tx:
@@ -184,10 +184,10 @@ def _cmd_tenants_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from shared.db import transaction
-    from shared.errors import NotFound
-    from shared.keys import create_key
+    from shared.kit.db import transaction
+    from shared.kit.errors import NotFound
     from shared.models import Organization
+    from shared.tenancy.keys import create_key
 
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     with transaction() as tx:
@@ -216,10 +216,10 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from shared.clock import utcnow
-    from shared.db import transaction
-    from shared.errors import NotFound
-    from shared.keys import revoke_key
+    from shared.kit.clock import utcnow
+    from shared.kit.db import transaction
+    from shared.kit.errors import NotFound
+    from shared.tenancy.keys import revoke_key
 
     with transaction() as tx:
         if not revoke_key(tx.session, args.key_id, now=utcnow()):
@@ -274,7 +274,7 @@ def _cmd_healthcheck_api(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """Migrate, then start every role as a child process and print where each listens."""
-    from shared.settings import get_settings
+    from shared.kit.settings import get_settings
 
     settings = get_settings()
     if _cmd_migrate(args) != 0:
@@ -366,7 +366,7 @@ def _wait_until_answering(
     import httpx
     from celery.utils.nodenames import host_format
 
-    from shared.settings import get_settings
+    from shared.kit.settings import get_settings
     from worker.celery_app import app
 
     base = f"http://{args.host}"

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox.faults import KNOBS, Faults, Kind
-from shared import platform_rules
+from shared.publishing import platform_rules
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 

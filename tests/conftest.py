@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-# Settings are read once per process: point them at the test database before any import.
+import httpx
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from api.app import create_app
+from harness.stack import Stack
+from shared.kit.db import drop_database, engine, init_engine
+from shared.kit.migrate import migrate
+from shared.kit.settings import get_settings
+from shared.models import Base
+from tests.factories import TenantFixture, make_tenant
+
+# No module reads settings when imported (the worker's Celery app reads them when first
+# configured), so pointing them at the test database here, after the imports, is enough.
+assert get_settings.cache_info().currsize == 0, "a module read settings at import"
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://root@127.0.0.1:5432/publisher_test"
 )
@@ -12,21 +29,6 @@ os.environ["DATABASE_URL"] = TEST_DATABASE_URL
 os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ["ENVIRONMENT"] = "test"
 os.environ.setdefault("STATE_DIR", "/tmp/publisher-test-state")  # noqa: S108
-
-from collections.abc import Iterator  # noqa: E402
-
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-import redis  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-
-from api.app import create_app  # noqa: E402
-from harness.stack import Stack  # noqa: E402
-from shared.db import drop_database, engine, init_engine  # noqa: E402
-from shared.migrate import migrate  # noqa: E402
-from shared.models import Base  # noqa: E402
-from tests.factories import TenantFixture, make_tenant  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from shared.clock import utcnow
-from shared.db import transaction
-from shared.keys import create_key
-from shared.tenants import add_social_account, create_tenant
+from shared.kit.clock import utcnow
+from shared.kit.db import transaction
+from shared.tenancy.keys import create_key
+from shared.tenancy.tenants import create_tenant
 
 DEFAULT_SANDBOX = "http://127.0.0.1:8900"
 
@@ -41,26 +41,20 @@ def make_tenant(
 ) -> TenantFixture:
     """A tenant as `publisher tenants create` makes it, plus optional extra tiktok accounts."""
     with transaction() as tx:
-        t = create_tenant(tx.session, name, ["tiktok", "instagram"], sandbox_url=sandbox_url)
-        extra = []
-        for i in range(extra_accounts):
-            platform = "tiktok" if i % 2 == 0 else "instagram"
-            account = add_social_account(
-                tx.session,
-                t.organization_id,
-                t.project_id,
-                platform,
-                f"{name.lower()}_{i}",
-                base_url=sandbox_url,
-            )
-            extra.append(account.id)
+        t = create_tenant(
+            tx.session,
+            name,
+            ["tiktok", "instagram"],
+            sandbox_url=sandbox_url,
+            extra_accounts=extra_accounts,
+        )
     return TenantFixture(
         t.organization_id,
         t.project_id,
         t.key.token,
         t.key.id,
         {a.platform: a.id for a in t.social_accounts},
-        extra,
+        [a.id for a in t.extra_accounts],
     )
 
 

@@ -20,14 +20,12 @@ import redis
 from sqlalchemy import select, text
 
 from harness.stack import ROOT, Stack, children_of, free_port, wait_until
-from shared.db import engine, new_session
-from shared.models import ScheduledPost
-from shared.settings import get_settings
+from shared.kit.db import engine, new_session
+from shared.kit.settings import get_settings
+from shared.models import TERMINAL, ScheduledPost
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 
 pytestmark = pytest.mark.integration
-
-TERMINAL = {"published", "draft", "failed", "canceled"}
 
 
 def _rows(ids: list[str]) -> dict[str, ScheduledPost]:
@@ -228,7 +226,7 @@ def test_database_connections_killed_mid_flight(
     ("faults", "retried", "may_run_out"),
     [
         # 429s and 503s are retried under one key; a post that draws one on every try runs
-        # out of tries (worker/publishing.py) and fails, as designed, with nothing posted.
+        # out of tries (shared/publishing/protocol.py) and fails, as designed, with nothing posted.
         ({"rate_429": 0.5, "retry_after_s": 0.2, "seed": 1}, True, True),
         ({"rate_503": 0.5, "seed": 2}, True, True),
         # A lost response is settled by lookup (these faults leave lookups alone): every post

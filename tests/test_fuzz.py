@@ -10,8 +10,8 @@ from schemathesis import Case
 from schemathesis.core.transport import Response
 
 from api.app import create_app
-from shared.db import transaction
-from shared.tenants import create_tenant
+from shared.kit.db import transaction
+from shared.tenancy.tenants import create_tenant
 
 app = create_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

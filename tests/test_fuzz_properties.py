@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from shared.db import engine, transaction
+from shared.kit.db import engine, transaction
 from shared.models import ScheduledPost
 from tests.factories import TenantFixture, at, schedule, upload
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from harness.stack import ROOT, free_port, wait_until
-from shared.db import engine, transaction
+from shared.kit.db import engine, transaction
 from shared.models import ScheduledPost
 from tests.checks import envelope_error, issue_paths
 from tests.factories import TenantFixture, at, schedule, upload

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from harness.stack import Stack
-from shared.db import drop_database
-from shared.migrate import migrate
+from shared.kit.db import drop_database
+from shared.kit.migrate import migrate
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from harness.stack import Stack, wait_until
-from shared.db import new_session
-from shared.models import AuditLog
+from shared.kit.db import new_session
+from shared.models import TERMINAL, AuditLog
 from tests.factories import TenantFixture, at, schedule, upload
 
 pytestmark = pytest.mark.integration
-
-TERMINAL = {"published", "draft", "failed", "canceled"}
 
 
 def _get(api: httpx.Client, tenant: TenantFixture, post_id: str) -> dict[str, Any]:

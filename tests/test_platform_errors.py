@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from shared.settings import Settings
-from worker.platforms import (
+from shared.kit.settings import Settings
+from shared.publishing.platforms import (
     PlatformError,
     Uploaded,
     UploadPayload,
     classify_exception,
     classify_response,
 )
-from worker.publishing import _Failure, upload_with_retries
+from shared.publishing.protocol import _Failure, upload_with_retries
 
 FAST = Settings(platform_backoff_base_s=0, platform_backoff_cap_s=0, platform_max_tries=4)
 PAYLOAD = UploadPayload(

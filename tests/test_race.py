@@ -2,7 +2,7 @@
 then HTTP cancels against real worker processes; the invariants of docs/design.md checked by
 the chaos checker.
 
-Checked by hand: with the row locks taken out of shared/posts.py both tests fail. The
+Checked by hand: with the row locks taken out of shared/publishing/posts.py both tests fail. The
 transition race then reports ~160 uploads after a 200 cancel, double uploads and posts stuck
 in publishing; the HTTP race 14-21 uploads after a 200 cancel per run."""
 
@@ -25,16 +25,20 @@ from chaos.checker import check, explain
 from chaos.history import Call, History, LedgerEntry
 from chaos.run import read_ledger, read_state
 from harness.stack import Stack, wait_until
-from shared import posts
-from shared.clock import utcnow
-from shared.content import create_container, get_project
-from shared.db import new_session, transaction
-from shared.errors import Conflict
-from shared.models import ScheduledPost
+from shared.content.containers import create_container, get_project
+from shared.kit.clock import utcnow
+from shared.kit.db import new_session, transaction
+from shared.kit.settings import Settings
+from shared.models import TERMINAL, ScheduledPost, SocialAccount
+from shared.publishing import posts
+from shared.publishing.platforms import PlatformAdapter, Uploaded, UploadPayload
+from shared.publishing.posts import CancelResult
+from shared.publishing.protocol import run_publish
+from shared.publishing.usecases import cancel_post
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import TenantFixture, iso_ms, make_tenant, upload
 
-LEASE = timedelta(seconds=60)
+SETTINGS = Settings(lease_s=60)
 
 
 def _assert_invariants(history: History) -> None:
@@ -52,7 +56,7 @@ REASON = "race test"
 
 @dataclass
 class Ledger:
-    """What the fake platform received, per post."""
+    """What the test platform received, per post (by idempotency key: the post's key)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     uploads: dict[str, list[datetime]] = field(default_factory=dict)
@@ -60,6 +64,22 @@ class Ledger:
     def upload(self, post_id: str) -> None:
         with self.lock:
             self.uploads.setdefault(post_id, []).append(utcnow())
+
+
+@dataclass
+class CountingPlatform:
+    """A platform adapter that records every upload and never fails."""
+
+    ledger: Ledger
+
+    def upload(self, idempotency_key: str, payload: UploadPayload) -> Uploaded:
+        self.ledger.upload(idempotency_key)
+        return Uploaded(f"ext-{idempotency_key}", None)
+
+    def lookup(self, idempotency_key: str) -> Uploaded | None:
+        with self.ledger.lock:
+            found = idempotency_key in self.ledger.uploads
+        return Uploaded(f"ext-{idempotency_key}", None) if found else None
 
 
 def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
@@ -73,7 +93,7 @@ def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
             tx.session, project, "race", [("https://x.test/a.mp4", None)], now=now
         )
         for _ in range(n):
-            (post,) = posts.schedule(
+            scheduled = posts.schedule(
                 tx.session,
                 actor,
                 container,
@@ -82,39 +102,27 @@ def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
                 now=now,
                 task_id_for_now=True,
             )
-            out.append((post.id, post.dispatch_version))
+            out += [(d.post_id, d.token) for d in scheduled.dispatches]
     return out
 
 
 def _worker_side(post_id: str, token: int, owner: str, ledger: Ledger, rng: random.Random) -> str:
-    """Exactly the worker's protocol, with the platform replaced by a counter."""
-    with transaction() as tx:
-        claimed = posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=LEASE)
-    if claimed.post is None:
-        return "stale"
-    time.sleep(rng.uniform(0, 0.002))  # prepare
-    with transaction() as tx:
-        ours = posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=LEASE)
-    if not ours:
-        return "stopped"
-    ledger.upload(post_id)
-    with transaction() as tx:
-        posts.record_uploaded(
-            tx.session, post_id, external_id=f"ext-{post_id}", external_url=None, now=utcnow()
-        )
-    return "uploaded"
+    """The worker's own publish use case, with the platform replaced by a counter."""
+
+    def adapter(account: SocialAccount, settings: Settings) -> PlatformAdapter:
+        time.sleep(rng.uniform(0, 0.002))  # part of prepare: a cancel may land here
+        return CountingPlatform(ledger)
+
+    return run_publish(post_id, token, owner, make_adapter=adapter, settings=SETTINGS).value
 
 
 def _cancel_side(tenant: TenantFixture, post_id: str, delay: float) -> tuple[float, float, int]:
+    """The API's cancel use case: 200 when it won, 409 otherwise, as the route answers."""
     time.sleep(delay)
     actor = posts.Actor(tenant.organization_id, tenant.key_id, f"race-{post_id}")
     sent = time.time()
-    try:
-        with transaction() as tx:
-            posts.cancel(tx.session, actor, post_id, REASON, now=utcnow())
-    except Conflict:
-        return sent, time.time(), 409
-    return sent, time.time(), 200
+    done = cancel_post(actor, post_id, REASON, now=utcnow())
+    return sent, time.time(), 200 if done.result == CancelResult.WON else 409
 
 
 def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
@@ -139,7 +147,7 @@ def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
 
         def canceller() -> None:
             start.wait(timeout=10)
-            results[post_id] = _cancel_side(tenant, post_id, random.Random(seed).uniform(0, 0.015))
+            results[post_id] = _cancel_side(tenant, post_id, random.Random(seed).uniform(0, 0.05))
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
         threads.append(threading.Thread(target=canceller))
@@ -261,7 +269,7 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
                     select(ScheduledPost).where(ScheduledPost.id.in_(post_ids))
                 )
             }
-        if all(r.status in ("published", "draft", "failed", "canceled") for r in rows.values()):
+        if all(r.status in TERMINAL for r in rows.values()):
             return rows
         return None
 

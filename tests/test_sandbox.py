@@ -106,7 +106,7 @@ def test_invalid_body_is_400_not_422() -> None:
     [
         ({"caption": "x" * 2201}, "caption_too_long"),
         ({"media": []}, "media_required"),
-        # The rules of shared/platform_rules.py, which schedule answers 422 with.
+        # The rules of shared/publishing/platform_rules.py, which schedule answers 422 with.
         (
             {"platform": "tiktok", "media": [{"url": "a.mp4", "type": "video"}] * 2},
             "media_not_supported",

@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from shared.clock import utcnow
-from shared.db import engine, new_session, transaction
-from shared.keys import create_key, revoke_key
+from shared.accounts.accounts import add_social_account
+from shared.kit.clock import utcnow
+from shared.kit.db import engine, new_session, transaction
+from shared.kit.settings import Settings, get_settings
 from shared.models import ApiKey
-from shared.settings import Settings, get_settings
-from shared.tenants import add_social_account
+from shared.tenancy.keys import create_key, revoke_key
 from tests.factories import TenantFixture, at, upload
 
 

@@ -1,4 +1,6 @@
-"""The Celery app: Redis broker, no result backend, settings chosen for at-least-once safety."""
+"""The worker's Celery app: the shared sending configuration (shared/publishing/tasks.py)
+plus what only workers and beat need, read from settings when the app is first configured,
+not at import."""
 
 from __future__ import annotations
 
@@ -15,71 +17,59 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue
 
-from shared import logs
-from shared.db import init_engine
-from shared.settings import get_settings
-from worker.names import CONTROL_QUEUE, PUBLISH_QUEUE, TaskName
-
-settings = get_settings()
-
-# The longest a publish task may run: claim, prepare, every platform retry, record.
-TASK_TIME_LIMIT_S = 300
-TASK_SOFT_TIME_LIMIT_S = 240
-
-app = Celery("publisher", broker=settings.redis_url, include=["worker.tasks"])
-app.conf.update(
-    enable_utc=True,
-    timezone="UTC",
-    task_serializer="json",
-    accept_content=["json"],
-    # Nothing reads task results: the outcome lives in PostgreSQL.
-    task_ignore_result=True,
-    result_backend=None,
-    # At-least-once: a message is acked only after the task body ran, and a worker killed
-    # mid-task hands its message back. The fencing token makes the second delivery harmless.
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    # Redis redelivers an unacked message after the visibility timeout. It must exceed the
-    # dispatch horizon (the longest an ETA message waits) plus the longest task run, or a
-    # held ETA message would be delivered a second time while it is still waiting.
-    broker_transport_options={
-        "visibility_timeout": max(3600, int(settings.dispatch_horizon_s) + TASK_TIME_LIMIT_S * 2),
-    },
-    # ETA messages held in worker memory are bounded: the dispatcher only sends those due
-    # within the horizon, and this caps what a burst can pile up in one worker.
-    worker_eta_task_limit=10_000,
-    task_time_limit=TASK_TIME_LIMIT_S,
-    task_soft_time_limit=TASK_SOFT_TIME_LIMIT_S,
-    broker_connection_retry_on_startup=True,
-    # Flower: events from workers and a `task-sent` from every sender.
-    worker_send_task_events=True,
-    task_send_sent_event=True,
-    task_queues=[
-        Queue(name, Exchange(name, type="direct"), routing_key=name)
-        for name in (PUBLISH_QUEUE, CONTROL_QUEUE)
-    ],
-    task_default_queue=PUBLISH_QUEUE,
-    task_routes={
-        TaskName.PUBLISH: {"queue": PUBLISH_QUEUE},
-        TaskName.RECONCILE: {"queue": PUBLISH_QUEUE},
-        TaskName.DISPATCH_DUE: {"queue": CONTROL_QUEUE},
-        TaskName.REAP: {"queue": CONTROL_QUEUE},
-    },
-    beat_schedule={
-        "dispatch-due": {
-            "task": TaskName.DISPATCH_DUE,
-            "schedule": settings.dispatch_interval_s,
-            # A tick that waited behind others is worthless: the next one does its work.
-            "options": {"expires": max(5.0, settings.dispatch_interval_s * 5)},
-        },
-        "reap-expired": {
-            "task": TaskName.REAP,
-            "schedule": settings.reap_interval_s,
-            "options": {"expires": max(5.0, settings.reap_interval_s * 5)},
-        },
-    },
+from shared.kit import logs
+from shared.kit.db import init_engine
+from shared.kit.settings import Settings, get_settings
+from shared.publishing.tasks import (
+    CONTROL_QUEUE,
+    PUBLISH_QUEUE,
+    TASK_SOFT_TIME_LIMIT_S,
+    TASK_TIME_LIMIT_S,
+    TaskName,
+    celery_conf,
 )
+
+
+def worker_conf(settings: Settings) -> dict[str, Any]:
+    """The sending configuration, and how a worker takes, holds and acks messages."""
+    return {
+        **celery_conf(settings),
+        # At-least-once: a message is acked only after the task body ran, and a worker killed
+        # mid-task hands its message back. The fencing token makes the second delivery
+        # harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # ETA messages held in worker memory are bounded: the dispatcher only sends those due
+        # within the horizon, and this caps what a burst can pile up in one worker.
+        "worker_eta_task_limit": 10_000,
+        "task_time_limit": TASK_TIME_LIMIT_S,
+        "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
+        # Flower: events from workers too.
+        "worker_send_task_events": True,
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (PUBLISH_QUEUE, CONTROL_QUEUE)
+        ],
+        "beat_schedule": {
+            "dispatch-due": {
+                "task": TaskName.DISPATCH_DUE,
+                "schedule": settings.dispatch_interval_s,
+                # A tick that waited behind others is worthless: the next one does its work.
+                "options": {"expires": max(5.0, settings.dispatch_interval_s * 5)},
+            },
+            "reap-expired": {
+                "task": TaskName.REAP,
+                "schedule": settings.reap_interval_s,
+                "options": {"expires": max(5.0, settings.reap_interval_s * 5)},
+            },
+        },
+    }
+
+
+app = Celery("publisher", include=["worker.tasks"])
+# A promise: evaluated the first time the configuration is read, not when this is imported.
+app.add_defaults(lambda: worker_conf(get_settings()))
 
 
 @worker_process_init.connect

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 
 from api import idempotency
 from api.deps import Principal
-from api.envelope import ErrorEnvelopeDoc
+from api.errors import ErrorEnvelopeDoc
 from api.schemas import Text
-from shared.db import Tx, transaction
+from shared.kit.db import Tx, transaction
 
 IdempotencyKey = Annotated[
     Text | None,

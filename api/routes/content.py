@@ -11,9 +11,9 @@ from api.deps import Principal, ReadSession, require
 from api.presenters import container_body, json_response
 from api.routes.common import IdempotencyKey, errors, run_mutation
 from api.schemas import ContainerOut, ContentUploadIn
-from shared import content
-from shared.clock import utcnow
-from shared.db import Tx
+from shared.content import containers
+from shared.kit.clock import utcnow
+from shared.kit.db import Tx
 
 router = APIRouter(prefix="/v1", tags=["content"])
 
@@ -34,8 +34,8 @@ def upload_content(
     """Create a content container (caption and media URLs) in a project. Idempotent."""
 
     def work(tx: Tx) -> Response:
-        project = content.get_project(tx.session, principal.organization_id, projectId)
-        container = content.create_container(
+        project = containers.get_project(tx.session, principal.organization_id, projectId)
+        container = containers.create_container(
             tx.session, project, body.caption, [(m.url, m.type) for m in body.media], now=utcnow()
         )
         return json_response(container_body(container), 201)
@@ -51,5 +51,5 @@ def get_content(
 ) -> Response:
     """One content container."""
     return json_response(
-        container_body(content.get_container(session, principal.organization_id, containerId))
+        container_body(containers.get_container(session, principal.organization_id, containerId))
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -27,19 +25,15 @@ from api.schemas import (
     TargetIn,
     Text,
 )
-from shared import content, logs, metrics, posts
-from shared.clock import iso, utcnow
-from shared.db import Tx, transaction
-from shared.errors import Conflict, Validation
-from shared.models import Mode, PostStatus
-from shared.posts import Dispatch
-from shared.settings import get_settings
-from worker.broker import revoke, send_publish
+from shared.content import containers
+from shared.kit.clock import iso, utcnow
+from shared.kit.db import Tx
+from shared.kit.errors import Conflict, Validation
+from shared.models import Mode, PostStatus, ScheduledPost
+from shared.publishing import posts, usecases
+from shared.publishing.posts import CancelResult
 
 router = APIRouter(prefix="/v1", tags=["scheduled posts"])
-
-# A reschedule must land at least 30 s ahead; this much of it absorbs the request's own transit.
-RESCHEDULE_TRANSIT_GRACE = timedelta(seconds=2)
 
 
 def _targets(targets: list[TargetIn]) -> list[posts.Target]:
@@ -55,44 +49,7 @@ def _targets(targets: list[TargetIn]) -> list[posts.Target]:
     ]
 
 
-def _create(
-    tx: Tx,
-    principal: Principal,
-    container_id: str,
-    scheduled_for: datetime,
-    targets: list[TargetIn],
-    *,
-    now: datetime,
-    send_now: bool,
-) -> Response:
-    container = content.get_container(tx.session, principal.organization_id, container_id)
-    created = posts.schedule(
-        tx.session,
-        principal.actor(),
-        container,
-        scheduled_for,
-        _targets(targets),
-        now=now,
-        task_id_for_now=send_now,
-        sandbox_only=principal.sandbox_only,
-    )
-    for post in created:
-        tx.after_commit(
-            partial(
-                logs.transition,
-                post.id,
-                principal.organization_id,
-                "->queued",
-                scheduledFor=iso(post.scheduled_for),
-                # The wire id, where a caller chose it: every later line names the key only.
-                publicId=post.public_id,
-            )
-        )
-    if send_now:
-        for post in created:
-            assert post.task_id is not None
-            dispatch = Dispatch(post.id, post.dispatch_version, post.task_id, post.scheduled_for)
-            tx.after_commit(partial(send_publish, dispatch))
+def _created(created: list[ScheduledPost]) -> Response:
     return json_response({"items": [post_body(p) for p in created]}, 201)
 
 
@@ -111,15 +68,19 @@ def schedule(
 ) -> Response:
     """Queue the content for each target at `scheduledFor`; all targets or none. Idempotent."""
     now = utcnow()
-    skew = timedelta(seconds=get_settings().schedule_skew_s)
 
     def work(tx: Tx) -> Response:
         # Checked after the idempotency replay: a retry replays even once this time has passed.
-        if body.scheduled_for < now - skew:
-            raise Validation.at("scheduledFor", "scheduledFor must be in the future")
-        return _create(
-            tx, principal, containerId, body.scheduled_for, body.targets, now=now, send_now=False
+        created = usecases.schedule_posts(
+            principal.actor(),
+            containerId,
+            body.scheduled_for,
+            _targets(body.targets),
+            now=now,
+            sandbox_only=principal.sandbox_only,
+            tx=tx,
         )
+        return _created(created)
 
     return run_mutation(principal, idempotency_key, "POST", request.url.path, body, work)
 
@@ -139,15 +100,19 @@ def publish_now(
 ) -> Response:
     """Publish now: due in 30 s, the caller's window to cancel a mistaken publish. Idempotent."""
     now = utcnow()
-    due = now + timedelta(seconds=get_settings().publish_now_delay_s)
-    return run_mutation(
-        principal,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        body,
-        lambda tx: _create(tx, principal, containerId, due, body.targets, now=now, send_now=True),
-    )
+
+    def work(tx: Tx) -> Response:
+        created = usecases.publish_now(
+            principal.actor(),
+            containerId,
+            _targets(body.targets),
+            now=now,
+            sandbox_only=principal.sandbox_only,
+            tx=tx,
+        )
+        return _created(created)
+
+    return run_mutation(principal, idempotency_key, "POST", request.url.path, body, work)
 
 
 @router.get("/scheduled-posts/{id}", response_model=ScheduledPostOut, responses=errors(404))
@@ -177,7 +142,7 @@ def list_scheduled_posts(
     limit: pagination.Limit = pagination.DEFAULT_LIMIT,
 ) -> Response:
     """A project's scheduled posts, newest `scheduledFor` first."""
-    content.get_project(session, principal.organization_id, projectId)
+    containers.get_project(session, principal.organization_id, projectId)
     if since is not None and until is not None and since > until:
         raise Validation.at("since", "since must not be after until")
     flt = posts.PostFilter(
@@ -186,11 +151,14 @@ def list_scheduled_posts(
         since=since,
         until=until,
     )
-    after = pagination.decode(cursor)
-    query = posts.list_posts_query(principal.organization_id, projectId, flt, after)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    items, next_cursor = pagination.page(rows, limit, lambda p: (p.scheduled_for, p.public_id))
-    return json_response({"items": [post_body(p) for p in items], "nextCursor": next_cursor})
+    return pagination.listing(
+        session,
+        lambda after: posts.list_posts_query(principal.organization_id, projectId, flt, after),
+        cursor,
+        limit,
+        key=lambda p: (p.scheduled_for, p.public_id),
+        render=post_body,
+    )
 
 
 @router.post(
@@ -207,24 +175,10 @@ def reschedule(
 ) -> Response:
     """Move a `queued` post to a new time (at least 30 s ahead). Idempotent."""
     now = utcnow()
-    lead = timedelta(seconds=get_settings().publish_now_delay_s)
 
     def work(tx: Tx) -> Response:
         # Checked after the idempotency replay: a retry replays even once this time is near.
-        if body.scheduled_for < now + lead - RESCHEDULE_TRANSIT_GRACE:
-            raise Validation.at("scheduledFor", "scheduledFor must be at least 30 seconds ahead")
-        done = posts.reschedule(tx.session, principal.actor(), id, body.scheduled_for, now=now)
-        if done.revoke_task_id:
-            tx.after_commit(partial(revoke, done.revoke_task_id))
-        tx.after_commit(
-            partial(
-                logs.transition,
-                done.post.id,
-                principal.organization_id,
-                "queued->queued",
-                scheduledFor=iso(done.post.scheduled_for),
-            )
-        )
+        done = usecases.reschedule_post(principal.actor(), id, body.scheduled_for, now=now, tx=tx)
         return json_response(
             {
                 "id": done.post.public_id,
@@ -253,19 +207,16 @@ def cancel(
     Wins against a worker that has not started the platform upload; once the upload has
     started, or the post is terminal, answers 409 CONFLICT. `reason` goes to the audit log.
     """
-    try:
-        with transaction() as tx:
-            done = posts.cancel(
-                tx.session, principal.actor(), id, body.reason if body else None, now=utcnow()
-            )
-            if done.revoke_task_id:
-                tx.after_commit(partial(revoke, done.revoke_task_id))
-    except Conflict as exc:
-        lost = exc.details.get("status") == PostStatus.PUBLISHING
-        metrics.CANCELS.labels("lost_to_upload" if lost else "terminal").inc()
-        raise
-    metrics.CANCELS.labels("won").inc()
-    logs.transition(done.post.id, principal.organization_id, done.previous_status + "->canceled")
+    done = usecases.cancel_post(principal.actor(), id, body.reason if body else None, now=utcnow())
+    if done.result == CancelResult.LOST_TO_UPLOAD:
+        raise Conflict(
+            "The platform upload has started; the post will complete",
+            {"status": done.post.status},
+        )
+    if done.result == CancelResult.TERMINAL:
+        raise Conflict(
+            f"Scheduled post is already {done.post.status}", {"status": done.post.status}
+        )
     return json_response(
         {
             "id": done.post.public_id,

@@ -9,10 +9,11 @@ from fastapi.responses import Response
 
 from api import pagination
 from api.deps import Principal, ReadSession, require
-from api.presenters import account_body, json_response
+from api.presenters import account_body
 from api.routes.common import errors
 from api.schemas import SocialAccountList
-from shared import content
+from shared.accounts import accounts
+from shared.content import containers
 
 router = APIRouter(prefix="/v1", tags=["social accounts"])
 
@@ -31,18 +32,18 @@ def list_social_accounts(
     limit: pagination.Limit = pagination.DEFAULT_LIMIT,
 ) -> Response:
     """A project's social accounts, oldest first; `?platform=` filters."""
-    content.get_project(session, principal.organization_id, projectId)
-    after = pagination.decode(cursor)
-    rows = list(
-        session.scalars(
-            content.accounts_query(
-                principal.organization_id,
-                projectId,
-                platform,
-                after,
-                sandbox_only=principal.sandbox_only,
-            ).limit(limit + 1)
-        )
+    containers.get_project(session, principal.organization_id, projectId)
+    return pagination.listing(
+        session,
+        lambda after: accounts.accounts_query(
+            principal.organization_id,
+            projectId,
+            platform,
+            after,
+            sandbox_only=principal.sandbox_only,
+        ),
+        cursor,
+        limit,
+        key=lambda a: (a.created_at, a.id),
+        render=account_body,
     )
-    items, next_cursor = pagination.page(rows, limit, lambda a: (a.created_at, a.id))
-    return json_response({"items": [account_body(a) for a in items], "nextCursor": next_cursor})

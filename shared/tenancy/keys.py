@@ -13,7 +13,7 @@ from typing import Final
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from shared.errors import Unauthenticated, Validation
+from shared.kit.errors import Unauthenticated, Validation
 from shared.models import ApiKey
 
 SCOPES: Final = frozenset(

@@ -9,7 +9,7 @@ from typing import Final
 
 import redis
 
-from shared.settings import get_settings
+from shared.kit.settings import get_settings
 
 log = logging.getLogger("publisher.ratelimit")
 

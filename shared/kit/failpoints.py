@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from shared.settings import get_settings
+from shared.kit.settings import get_settings
 
 log = logging.getLogger("publisher.failpoints")
 

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     flower_user: str = "publisher"
     flower_password: str = DEFAULT_FLOWER_PASSWORD
     state_dir: str = "var"
-    # Fault injection for tests and chaos runs (shared/failpoints.py); ignored in production.
+    # Fault injection for tests and chaos runs (shared/kit/failpoints.py); ignored in production.
     failpoints_file: str | None = None
     reap_interval_s: float = Field(default=2.0, gt=0)
 

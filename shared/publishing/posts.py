@@ -20,11 +20,12 @@ from typing import Any
 from sqlalchemy import Select, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
-from shared import ids, platform_rules
-from shared.clock import ceil_second
-from shared.errors import Conflict, NotFound, Validation
+from shared.kit import ids
+from shared.kit.clock import ceil_second
+from shared.kit.errors import Conflict, NotFound, Validation
 from shared.models import (
     SANDBOX_ADAPTER,
+    TERMINAL,
     AuditLog,
     ContentContainer,
     Mode,
@@ -32,9 +33,28 @@ from shared.models import (
     ScheduledPost,
     SocialAccount,
 )
+from shared.publishing import platform_rules
 
 # An ETA task may fire a hair early (clock granularity, broker timers); never by more than this.
 EARLY_TOLERANCE = timedelta(milliseconds=50)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One publish task to send after commit."""
+
+    post_id: str
+    token: int
+    task_id: str
+    eta: datetime
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """The posts a schedule created, and the tasks to send once it commits (publish-now)."""
+
+    posts: list[ScheduledPost]
+    dispatches: list[Dispatch]
 
 
 @dataclass(frozen=True)
@@ -115,12 +135,12 @@ def schedule(
     now: datetime,
     task_id_for_now: bool = False,
     sandbox_only: bool = False,
-) -> list[ScheduledPost]:
+) -> Scheduled:
     """Create one `queued` post per target, all or nothing, due at `scheduled_for` rounded
     up to a whole second (the resolution of `scheduledFor` on the wire).
 
-    With `task_id_for_now` (publish-now) each post gets its task id at once, so the caller can
-    send its ETA task right after commit instead of waiting for the dispatcher.
+    With `task_id_for_now` (publish-now) each post gets its task id at once, and the result
+    holds the tasks to send right after commit instead of waiting for the dispatcher.
     """
     issues: list[dict[str, str]] = []
     account_ids = [t.social_account_id for t in targets]
@@ -221,7 +241,12 @@ def schedule(
             post,
             details={"scheduledFor": scheduled_for.isoformat()},
         )
-    return posts
+    dispatches = [
+        Dispatch(p.id, p.dispatch_version, p.task_id, p.scheduled_for)
+        for p in posts
+        if p.task_id is not None
+    ]
+    return Scheduled(posts, dispatches)
 
 
 def _platform_issues(
@@ -240,8 +265,15 @@ def _platform_issues(
     return issues
 
 
+class CancelResult(StrEnum):
+    WON = "won"  # canceled: the post never reaches the platform
+    LOST_TO_UPLOAD = "lost_to_upload"  # the upload has started; the post will complete
+    TERMINAL = "terminal"  # already published, draft, failed or canceled
+
+
 @dataclass(frozen=True)
 class Canceled:
+    result: CancelResult
     post: ScheduledPost
     revoke_task_id: str | None
     previous_status: str
@@ -250,23 +282,18 @@ class Canceled:
 def cancel(
     session: Session, actor: Actor, post_id: str, reason: str | None, *, now: datetime
 ) -> Canceled:
-    """Cancel under the row lock: wins before the upload starts, else Conflict.
+    """Cancel under the row lock: wins before the upload starts; else changes nothing and
+    says why (lost to the upload, or already terminal).
 
     `queued`, or `publishing` without `upload_started_at` -> `canceled` with a new fencing
     token, so any task still in flight does nothing. The caller revokes the old task after
     commit, as a courtesy.
     """
     post = _lock_post(session, actor.organization_id, post_id)
-    cancellable = post.status == PostStatus.QUEUED or (
-        post.status == PostStatus.PUBLISHING and post.upload_started_at is None
-    )
-    if not cancellable:
-        if post.status == PostStatus.PUBLISHING:
-            raise Conflict(
-                "The platform upload has started; the post will complete",
-                {"status": post.status},
-            )
-        raise Conflict(f"Scheduled post is already {post.status}", {"status": post.status})
+    if post.status in TERMINAL:
+        return Canceled(CancelResult.TERMINAL, post, None, post.status)
+    if post.upload_started_at is not None:
+        return Canceled(CancelResult.LOST_TO_UPLOAD, post, None, post.status)
     old_task, previous = post.task_id, post.status
     post.status = PostStatus.CANCELED.value
     post.canceled_at = now
@@ -277,7 +304,7 @@ def cancel(
     post.lease_expires_at = None
     post.updated_at = now
     _audit(session, actor, "scheduled_post.cancel", post, reason=reason)
-    return Canceled(post, old_task, previous)
+    return Canceled(CancelResult.WON, post, old_task, previous)
 
 
 @dataclass(frozen=True)
@@ -314,16 +341,6 @@ def reschedule(
 
 
 # --- the worker's side -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """One publish task to send after commit."""
-
-    post_id: str
-    token: int
-    task_id: str
-    eta: datetime
 
 
 def dispatch_due(

@@ -1,4 +1,4 @@
-"""Where multiprocess metrics live. Kept apart from shared.metrics on purpose: the directory
+"""Where multiprocess metrics live. Kept apart from shared.kit.metrics on purpose: the directory
 must be chosen before prometheus_client is first imported, which decides its storage then."""
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import func, select
 
-from shared.clock import utcnow
-from shared.metrics_dir import MULTIPROC_ENV
+from shared.kit.clock import utcnow
+from shared.kit.metrics_dir import MULTIPROC_ENV
+from shared.kit.settings import get_settings
 from shared.models import PostStatus, ScheduledPost
-from shared.settings import get_settings
 
 HTTP_REQUESTS = Counter(
     "publisher_http_requests_total",
@@ -84,7 +84,7 @@ class PostStateCollector(Collector):
         return self._cached
 
     def _read(self) -> list[Metric]:
-        from shared.db import new_session
+        from shared.kit.db import new_session
 
         by_status = GaugeMetricFamily(
             "publisher_posts", "Scheduled posts by status", labels=["status"]

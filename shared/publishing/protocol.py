@@ -11,15 +11,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
-from shared import failpoints, logs, metrics, posts
-from shared.clock import utcnow
-from shared.content import payload_source
-from shared.db import Tx, run_in_transaction
+from shared.content.containers import payload_source
+from shared.kit import failpoints, logs, metrics
+from shared.kit.clock import utcnow
+from shared.kit.db import Tx, run_in_transaction
+from shared.kit.settings import Settings, get_settings
 from shared.models import ScheduledPost, SocialAccount
-from shared.settings import Settings, get_settings
-from worker.platforms import PlatformAdapter, PlatformError, Uploaded, UploadPayload, adapter_for
+from shared.publishing import posts
+from shared.publishing.platforms import (
+    PlatformAdapter,
+    PlatformError,
+    Uploaded,
+    UploadPayload,
+    adapter_for,
+)
+from shared.publishing.tasks import send_publish, send_reconcile
 
 log = logging.getLogger("publisher.worker")
 
@@ -217,7 +226,14 @@ def run_publish(
     settings: Settings | None = None,
 ) -> Outcome:
     """Carry one post from `queued` to a terminal state, or stop where the row says to."""
-    settings = settings or get_settings()
+    outcome = _publish(post_id, token, owner, make_adapter, settings or get_settings())
+    metrics.PUBLISHES.labels(outcome.value).inc()
+    return outcome
+
+
+def _publish(
+    post_id: str, token: int, owner: str, make_adapter: AdapterFactory, settings: Settings
+) -> Outcome:
     lease = timedelta(seconds=settings.lease_s)
     failpoints.hit("before_claim", post_id)
 
@@ -296,3 +312,65 @@ def run_reconcile(
     metrics.RECONCILIATIONS.labels("absent_reuploaded").inc()
     log.info("reconciled: the platform has none; uploading again", extra={"postId": post_id})
     return _upload_and_record(post_id, token, owner, prepared, settings)
+
+
+# --- the control ticks ----------------------------------------------------------------
+
+
+def dispatch_once() -> int:
+    """One dispatcher tick: send an ETA task for each post due within the horizon."""
+    settings = get_settings()
+
+    def tick(tx: Tx) -> int:
+        due = posts.dispatch_due(
+            tx.session,
+            now=utcnow(),
+            horizon=timedelta(seconds=settings.dispatch_horizon_s),
+            grace=timedelta(seconds=settings.redispatch_grace_s),
+            limit=settings.dispatch_batch,
+        )
+        for d in due:
+            tx.after_commit(partial(send_publish, d))
+        return len(due)
+
+    sent = run_in_transaction(tick)
+    if sent:
+        log.info("dispatched %d post(s)", sent)
+    return sent
+
+
+def reap_once() -> posts.Reaped:
+    """One reaper pass over expired leases."""
+    settings = get_settings()
+
+    def sweep(tx: Tx) -> posts.Reaped:
+        reaped = posts.reap_expired(
+            tx.session,
+            now=utcnow(),
+            lease=timedelta(seconds=settings.lease_s),
+            max_attempts=settings.max_attempts,
+            limit=settings.dispatch_batch,
+        )
+        for d in reaped.requeued:
+            tx.after_commit(partial(send_publish, d))
+        for r in reaped.reconcile:
+            tx.after_commit(partial(send_reconcile, r))
+        return reaped
+
+    reaped = run_in_transaction(sweep)
+    counts = {
+        "requeued": len(reaped.requeued),
+        "reconcile": len(reaped.reconcile),
+        "failed": len(reaped.failed),
+    }
+    for action, count in counts.items():
+        if count:
+            metrics.LEASES_EXPIRED.labels(action).inc(count)
+    if reaped.requeued or reaped.reconcile or reaped.failed:
+        log.warning(
+            "reaper: %d requeued, %d to reconcile, %d failed (attempts exhausted)",
+            len(reaped.requeued),
+            len(reaped.reconcile),
+            len(reaped.failed),
+        )
+    return reaped

@@ -6,16 +6,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
-from shared import ids
-from shared.errors import NotFound
+from shared.kit import ids
+from shared.kit.errors import NotFound
 from shared.models import (
-    SANDBOX_ADAPTER,
     ContentContainer,
     Project,
-    SocialAccount,
 )
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm")
@@ -81,27 +78,6 @@ def create_container(
     session.add(container)
     session.flush()
     return container
-
-
-def accounts_query(
-    organization_id: str,
-    project_id: str,
-    platform: str | None,
-    after: tuple[datetime, str] | None,
-    *,
-    sandbox_only: bool = False,
-) -> Select[SocialAccount]:
-    """A project's social accounts, oldest first, keyset-paginated on (created_at, id)."""
-    q = select(SocialAccount).where(
-        SocialAccount.organization_id == organization_id, SocialAccount.project_id == project_id
-    )
-    if platform is not None:
-        q = q.where(SocialAccount.platform == platform)
-    if sandbox_only:
-        q = q.where(SocialAccount.adapter == SANDBOX_ADAPTER)
-    if after is not None:
-        q = q.where(tuple_(SocialAccount.created_at, SocialAccount.id) > tuple_(after[0], after[1]))
-    return q.order_by(SocialAccount.created_at, SocialAccount.id)
 
 
 def payload_source(session: Session, post_container_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.settings import get_settings
+from shared.kit.settings import get_settings
 
 log = logging.getLogger(__name__)
 

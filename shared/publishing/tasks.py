@@ -1,0 +1,104 @@
+"""The publishing tasks as the rest of the system sees them: their names, their queues, and
+sending or revoking them by name. Send-only: nothing here loads the worker (its Celery app,
+beat schedule or signal handlers), so the API sends tasks without importing `worker/`.
+
+Every send happens after the commit that justifies it (`Tx.after_commit`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from celery import Celery
+
+from shared.kit.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from shared.publishing.posts import Dispatch, Reconcile
+
+
+class TaskName:
+    """Dotted domain.action, in one place: Flower shows these to operators."""
+
+    PUBLISH: Final = "publishing.publish"
+    DISPATCH_DUE: Final = "publishing.dispatch_due"
+    RECONCILE: Final = "publishing.reconcile"
+    REAP: Final = "publishing.reap_expired"
+
+
+PUBLISH_QUEUE: Final = "publishing"
+CONTROL_QUEUE: Final = "control"
+
+# The longest a publish task may run: claim, prepare, every platform retry, record.
+TASK_TIME_LIMIT_S: Final = 300
+TASK_SOFT_TIME_LIMIT_S: Final = 240
+
+
+def celery_conf(settings: Settings) -> dict[str, Any]:
+    """What senders and workers must agree on: the broker, the wire format, the queues."""
+    return {
+        "broker_url": settings.redis_url,
+        "enable_utc": True,
+        "timezone": "UTC",
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Nothing reads task results: the outcome lives in PostgreSQL.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Redis redelivers an unacked message after the visibility timeout. It must exceed the
+        # dispatch horizon (the longest an ETA message waits) plus the longest task run, or a
+        # held ETA message would be delivered a second time while it is still waiting.
+        "broker_transport_options": {
+            "visibility_timeout": max(
+                3600, int(settings.dispatch_horizon_s) + TASK_TIME_LIMIT_S * 2
+            ),
+        },
+        "broker_connection_retry_on_startup": True,
+        # Flower: a `task-sent` event from every sender.
+        "task_send_sent_event": True,
+        "task_default_queue": PUBLISH_QUEUE,
+        "task_routes": {
+            TaskName.PUBLISH: {"queue": PUBLISH_QUEUE},
+            TaskName.RECONCILE: {"queue": PUBLISH_QUEUE},
+            TaskName.DISPATCH_DUE: {"queue": CONTROL_QUEUE},
+            TaskName.REAP: {"queue": CONTROL_QUEUE},
+        },
+    }
+
+
+_client: Celery | None = None
+
+
+def client() -> Celery:
+    """This process's sender, configured from settings on first use."""
+    global _client  # noqa: PLW0603 - one sender per process, like the engine
+    if _client is None:
+        sender = Celery("publisher")
+        sender.add_defaults(lambda: celery_conf(get_settings()))
+        _client = sender
+    return _client
+
+
+def send_publish(dispatch: Dispatch) -> None:
+    """Send the post's publish task, due at its `scheduledFor`."""
+    client().send_task(
+        TaskName.PUBLISH,
+        args=[dispatch.post_id, dispatch.token],
+        task_id=dispatch.task_id,
+        eta=dispatch.eta,
+        queue=PUBLISH_QUEUE,
+    )
+
+
+def send_reconcile(job: Reconcile) -> None:
+    """Send the task that settles a post whose worker vanished mid-upload."""
+    client().send_task(
+        TaskName.RECONCILE,
+        args=[job.post_id, job.token],
+        task_id=job.task_id,
+        queue=PUBLISH_QUEUE,
+    )
+
+
+def revoke(task_id: str) -> None:
+    """Save a worker a wasted wake-up. Never `terminate=True`: safety is the fencing token's."""
+    client().control.revoke(task_id)
