@@ -18,8 +18,6 @@ from typing import Any
 from shared.kit.errors import PublisherError
 
 DEFAULT_NODE = "publisher@%h"
-# The node `publisher run` starts, apart from any other worker on this host.
-RUN_WORKER_NODE = "publisher-run@%h"
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -299,7 +297,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             *me,
             "worker",
             "--name",
-            RUN_WORKER_NODE,
+            DEFAULT_NODE,
             "--concurrency",
             str(args.concurrency),
             "--metrics-host",
@@ -370,7 +368,7 @@ def _wait_until_answering(
     from worker.celery_app import app
 
     base = f"http://{args.host}"
-    node = host_format(RUN_WORKER_NODE)
+    node = host_format(DEFAULT_NODE)
 
     def answers(url: str) -> bool:
         try:

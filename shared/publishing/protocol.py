@@ -237,7 +237,7 @@ def _publish(
     lease = timedelta(seconds=settings.lease_s)
     failpoints.hit("before_claim", post_id)
 
-    # 1. Claim under the row lock.
+    # 2. Claim under the row lock (step 1, dispatch, sent this task).
     for _ in range(MAX_EARLY_WAITS):
         claimed = run_in_transaction(
             lambda tx: posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
@@ -253,11 +253,11 @@ def _publish(
         post_id, post.organization_id, "queued->publishing", owner=owner, attempt=post.attempts
     )
 
-    # 2. Prepare. A cancel arriving now still wins.
+    # 3. Prepare. A cancel arriving now still wins.
     failpoints.hit("after_claim", post_id)
     prepared = _prepare(post, make_adapter, settings)
 
-    # 3. The point of no return.
+    # 4. The point of no return.
     ours = run_in_transaction(
         lambda tx: posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
     )
@@ -270,7 +270,7 @@ def _publish(
         post_id, post.organization_id, "publishing:upload_started", lagMs=round(lag * 1000, 1)
     )
 
-    # 4-5. Upload with the post id as the idempotency key, and record.
+    # 5-6. Upload with the post id as the idempotency key, and record.
     return _upload_and_record(post_id, token, owner, prepared, settings)
 
 

@@ -1,8 +1,8 @@
 """The caller-facing operations on scheduled posts, one function each: schedule, publish
 now, reschedule and cancel. Each owns its unit of work (or joins the caller's, which the
 API's Idempotency-Key handling needs), sends or revokes its tasks after commit, writes its
-log lines and metrics, and returns what happened. The routes, the tests and the CLI call
-these; the state changes themselves are transitions in `shared/publishing/posts.py`.
+log lines and metrics, and returns what happened. The routes and the tests call these;
+the state changes themselves are transitions in `shared/publishing/posts.py`.
 
 The worker's operations (publish, reconcile, the dispatcher and the reaper) are in
 `shared/publishing/protocol.py`."""
