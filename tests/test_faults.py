@@ -263,8 +263,8 @@ def test_flaky_platform(
     assert len(failed) < len(ids), failed
     requests = stack.ledger()["requests"]
     if retried:
-        # A post that failed spent all its tries, each a POST the platform received.
-        assert requests > len(ids)
+        # A post that failed spent all its tries, each a POST the platform received. (Whether
+        # any post needed a retry at all depends on the draws for its random key: not asserted.)
         assert requests >= len(ids) - len(failed) + tries * len(failed)
     else:
         assert requests == len(ids)

@@ -83,8 +83,14 @@ class CountingPlatform:
 
 
 def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
-    """n posts, already due (scheduledFor is whole seconds), each with a task token."""
+    """n posts, already due (scheduledFor is whole seconds), each with a task token.
+
+    The integration tier's stack (real beat and workers) shares this database. Its dispatcher
+    re-dispatches a due post whose task has not claimed it within REDISPATCH_GRACE_S, and a
+    slow machine takes longer than that to run all 300 races; so the tasks here count as
+    sent an hour from now, and that dispatcher leaves these posts to this test's workers."""
     now = utcnow() - timedelta(seconds=2)
+    sent = utcnow() + timedelta(hours=1)
     actor = posts.Actor(tenant.organization_id, tenant.key_id, "race-setup")
     out = []
     with transaction() as tx:
@@ -99,7 +105,7 @@ def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
                 container,
                 now,
                 [posts.Target(tenant.accounts["tiktok"])],
-                now=now,
+                now=sent,
                 task_id_for_now=True,
             )
             out += [(d.post_id, d.token) for d in scheduled.dispatches]
