@@ -149,6 +149,15 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_emulator_instagram(args: argparse.Namespace) -> int:
+    from sandbox.instagram import serve
+    from sandbox.instagram_faults import KNOBS, InstagramFaults
+
+    knobs = InstagramFaults(**{knob.name: getattr(args, knob.name) for knob in KNOBS})
+    serve(args.host, args.port, knobs)
+    return 0
+
+
 def _emit(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(payload))
@@ -442,16 +451,25 @@ def build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--host", default="127.0.0.1")
     flower.add_argument("--port", type=int, default=5555)
 
-    from sandbox.faults import KNOBS
+    from sandbox import instagram_faults
+    from sandbox.faults import KNOBS, add_knob_flags
 
     sandbox = sub.add_parser("sandbox", help="run the sandbox platform server")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", type=int, default=8900)
     # One flag per fault knob, as sandbox/faults.py defines them (also PUT /faults at runtime).
-    for knob in KNOBS:
-        sandbox.add_argument(
-            knob.flag, type=knob.type, default=knob.default, metavar=knob.metavar, help=knob.help
-        )
+    add_knob_flags(sandbox, KNOBS)
+
+    emulator = sub.add_parser("emulator", help="platform emulators").add_subparsers(
+        dest="action", required=True
+    )
+    instagram = emulator.add_parser(
+        "instagram", help="run the Instagram Graph API emulator (content publishing)"
+    )
+    instagram.add_argument("--host", default="127.0.0.1")
+    instagram.add_argument("--port", type=int, default=8901)
+    # One flag per knob of sandbox/instagram_faults.py (also PUT /faults at runtime).
+    add_knob_flags(instagram, instagram_faults.KNOBS)
 
     run = sub.add_parser("run", help="migrate, then start sandbox, api, worker, beat and flower")
     run.add_argument("--host", default="127.0.0.1")
@@ -527,6 +545,7 @@ HANDLERS = {
     ("beat", None): _cmd_beat,
     ("flower", None): _cmd_flower,
     ("sandbox", None): _cmd_sandbox,
+    ("emulator", "instagram"): _cmd_emulator_instagram,
     ("run", None): _cmd_run,
     ("tenants", "create"): _cmd_tenants_create,
     ("keys", "create"): _cmd_keys_create,

@@ -1,101 +1,162 @@
 """The sandbox platform's fault knobs, defined once.
 
 `Faults` is the definition: each field is a knob, and its metadata says what kind it is (a
-probability, a non-negative amount, or the seed) and what it does. Everything else that
-lists the knobs is derived from it: `KNOBS` and `DEFAULTS` here, the body of `PUT /faults`
-and `POST /faults/reset` (sandbox/server.py), and the `publisher sandbox` flags (cli/main.py).
+probability, a non-negative amount, a count, one of a few choices, or the seed) and what it
+does. Everything else that lists the knobs is derived from it: `KNOBS` and `DEFAULTS` here,
+the body of `PUT /faults` and `POST /faults/reset` (sandbox/server.py), and the
+`publisher sandbox` flags (`add_knob_flags`, used by cli/main.py). The Instagram emulator's
+knobs (sandbox/instagram_faults.py) are another such dataclass, derived the same way.
 
 Light to import on purpose (the standard library only): every CLI call builds the parser.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-Kind = Literal["rate", "non_negative", "seed"]
+Kind = Literal["rate", "non_negative", "count", "choice", "seed"]
 
-_METAVARS: Final[dict[str, str]] = {"rate": "R", "non_negative": "X", "seed": "N"}
+_METAVARS: Final[dict[str, str]] = {"rate": "R", "non_negative": "X", "count": "N", "seed": "N"}
 
 
-def _knob(default: float | None, kind: Kind, text: str) -> Any:
-    return dataclasses.field(default=default, metadata={"kind": kind, "help": text})
+def knob(default: Any, kind: Kind, text: str, choices: tuple[Any, ...] = ()) -> Any:
+    """A dataclass field that is a fault knob: its default, kind and help text (and, for a
+    `choice`, the values it may take)."""
+    if (kind == "choice") != bool(choices):
+        raise TypeError("a choice knob, and only a choice knob, lists its choices")
+    return dataclasses.field(
+        default=default, metadata={"kind": kind, "help": text, "choices": choices}
+    )
 
 
 @dataclass
 class Faults:
     """Fault-injection knobs; every rate is an independent probability per request."""
 
-    latency_ms: float = _knob(0.0, "non_negative", "delay every request by this many ms")
-    latency_jitter_ms: float = _knob(
+    latency_ms: float = knob(0.0, "non_negative", "delay every request by this many ms")
+    latency_jitter_ms: float = knob(
         0.0, "non_negative", "and by up to this many ms more, drawn per request"
     )
-    rate_429: float = _knob(0.0, "rate", "probability a POST answers 429 with Retry-After")
-    retry_after_s: float = _knob(1.0, "non_negative", "the Retry-After of those 429s, in s")
-    rate_503: float = _knob(0.0, "rate", "probability a POST answers 503 (nothing is created)")
-    rate_lost: float = _knob(
+    rate_429: float = knob(0.0, "rate", "probability a POST answers 429 with Retry-After")
+    retry_after_s: float = knob(1.0, "non_negative", "the Retry-After of those 429s, in s")
+    rate_503: float = knob(0.0, "rate", "probability a POST answers 503 (nothing is created)")
+    rate_lost: float = knob(
         0.0, "rate", "probability a new post is created but its caller gets a 502"
     )
-    rate_400: float = _knob(0.0, "rate", "probability a new post is rejected with a 400")
-    rate_lookup_503: float = _knob(
+    rate_400: float = knob(0.0, "rate", "probability a new post is rejected with a 400")
+    rate_lookup_503: float = knob(
         0.0, "rate", "probability a lookup by key answers 503: the platform cannot say"
     )
-    seed: int | None = _knob(
+    seed: int | None = knob(
         None, "seed", "make each key's fault sequence reproducible (unset: random)"
     )
 
     def __post_init__(self) -> None:
         """Reject values that would make the simulation meaningless."""
-        for knob in KNOBS:
-            value = getattr(self, knob.name)
-            if knob.kind == "seed":
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                    raise ValueError(f"{knob.name} must be an integer or null, got {value!r}")
-                continue
-            # Normalise ints (and numeric strings) so later float-only calls and the JSON
-            # shape of GET /faults don't depend on how the caller spelled the number.
-            value = float(value)
-            setattr(self, knob.name, value)
-            # Written as positive range checks so that NaN fails them too.
-            if knob.kind == "rate" and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{knob.name} must be between 0 and 1, got {value!r}")
-            if knob.kind == "non_negative" and not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{knob.name} must be a finite number >= 0, got {value!r}")
+        check_knobs(self)
 
 
 @dataclass(frozen=True)
 class Knob:
-    """One field of `Faults`, as the API, the CLI and the harness see it."""
+    """One field of a knobs dataclass, as the API, the CLI and the harness see it."""
 
     name: str
     kind: Kind
-    default: float | int | None
+    default: float | int | str | None
     help: str
+    choices: tuple[Any, ...] = ()
 
     @property
     def flag(self) -> str:
-        """The `publisher sandbox` option: `--rate-429` for `rate_429`."""
+        """The command-line option: `--rate-429` for `rate_429`."""
         return "--" + self.name.replace("_", "-")
 
     @property
-    def type(self) -> type[float] | type[int]:
+    def type(self) -> type[Any]:
         """What a value of the knob is (the seed may also be None)."""
-        return int if self.kind == "seed" else float
+        if self.kind == "choice":
+            return type(self.choices[0])
+        return int if self.kind in ("seed", "count") else float
 
     @property
-    def metavar(self) -> str:
-        return _METAVARS[self.kind]
+    def metavar(self) -> str | None:
+        """None for a choice: argparse then shows the choices."""
+        return _METAVARS.get(self.kind)
 
 
 def _knob_of(f: dataclasses.Field[Any]) -> Knob:
     if f.default is dataclasses.MISSING:
-        # With no flags the sandbox must run, fault-free: every knob has a default.
+        # With no flags the server must run, fault-free: every knob has a default.
         raise TypeError(f"fault knob {f.name} has no default")
-    return Knob(f.name, f.metadata["kind"], f.default, f.metadata["help"])
+    return Knob(f.name, f.metadata["kind"], f.default, f.metadata["help"], f.metadata["choices"])
 
 
-KNOBS: Final[tuple[Knob, ...]] = tuple(_knob_of(f) for f in dataclasses.fields(Faults))
+def knobs_of(cls: type[Any]) -> tuple[Knob, ...]:
+    """The knobs of a dataclass whose fields are all made with `knob`."""
+    return tuple(_knob_of(f) for f in dataclasses.fields(cls))
+
+
+def defaults_of(cls: type[Any]) -> dict[str, Any]:
+    """What a fresh `cls()` holds, and what `POST /faults/reset` restores."""
+    return {k.name: k.default for k in knobs_of(cls)}
+
+
+def _checked(k: Knob, value: Any) -> Any:
+    """The value normalised to the knob's type, or ValueError."""
+    if k.kind == "seed":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{k.name} must be an integer or null, got {value!r}")
+        return value
+    if k.kind == "choice":
+        # `in` alone would let True stand for 1 and 4.0 for 4.
+        if not any(type(c) is type(value) and c == value for c in k.choices):
+            raise ValueError(f"{k.name} must be one of {list(k.choices)}, got {value!r}")
+        return value
+    if k.kind == "count":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{k.name} must be a whole number >= 0, got {value!r}")
+        try:
+            count = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{k.name} must be a whole number >= 0, got {value!r}") from None
+        if count < 0:
+            raise ValueError(f"{k.name} must be a whole number >= 0, got {value!r}")
+        return count
+    # Normalise ints (and numeric strings) so later float-only calls and the JSON
+    # shape of GET /faults don't depend on how the caller spelled the number.
+    number = float(value)
+    # Written as positive range checks so that NaN fails them too.
+    if k.kind == "rate" and not 0.0 <= number <= 1.0:
+        raise ValueError(f"{k.name} must be between 0 and 1, got {number!r}")
+    if k.kind == "non_negative" and not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"{k.name} must be a finite number >= 0, got {number!r}")
+    return number
+
+
+def check_knobs(instance: Any) -> None:
+    """Validate and normalise every knob of a knobs dataclass, in place (its __post_init__)."""
+    for k in knobs_of(type(instance)):
+        setattr(instance, k.name, _checked(k, getattr(instance, k.name)))
+
+
+def add_knob_flags(parser: argparse.ArgumentParser, knobs: Iterable[Knob]) -> None:
+    """One command-line flag per knob, with its default and help."""
+    for k in knobs:
+        parser.add_argument(
+            k.flag,
+            type=k.type,
+            default=k.default,
+            metavar=k.metavar,
+            choices=k.choices or None,
+            help=k.help,
+        )
+
+
+KNOBS: Final[tuple[Knob, ...]] = knobs_of(Faults)
 # What `POST /faults/reset` restores, and what a fresh `Faults()` holds.
-DEFAULTS: Final[dict[str, float | int | None]] = {knob.name: knob.default for knob in KNOBS}
+DEFAULTS: Final[dict[str, float | int | None]] = defaults_of(Faults)

@@ -12,6 +12,7 @@ import json
 import random
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
@@ -24,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sandbox.faults import KNOBS, Faults, Kind
+from sandbox.faults import KNOBS, Faults, Knob
 from shared.publishing import platform_rules
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -57,7 +58,7 @@ class LookupDraws:
     rate_lookup_503: float
 
 
-def request_rng(seed: int | None, endpoint: Endpoint, key: str, index: int) -> random.Random:
+def request_rng(seed: int | None, endpoint: str, key: str, index: int) -> random.Random:
     """The RNG of one request: the `index`-th (from 0) that `key` made to `endpoint`.
 
     Seeded, it is a function of (seed, endpoint, key, index) alone, so each key sees the same
@@ -76,9 +77,9 @@ class DrawCounter:
     def __init__(self) -> None:
         """Start with every key at 0."""
         self._lock = threading.Lock()
-        self._counts: dict[tuple[Endpoint, str], int] = {}
+        self._counts: dict[tuple[str, str], int] = {}
 
-    def next(self, endpoint: Endpoint, key: str) -> int:
+    def next(self, endpoint: str, key: str) -> int:
         """The index of this request (0 for a key's first), counted."""
         with self._lock:
             index = self._counts.get((endpoint, key), 0)
@@ -199,24 +200,90 @@ class PostRequest(BaseModel):
     first_comment: str | None = Field(default=None, alias="firstComment")
 
 
-def _update_field(kind: Kind) -> Any:
+def _update_field(knob: Knob) -> Any:
     # Non-optional types (but the seed's) so an explicit null is rejected.
-    return int | None if kind == "seed" else float
+    if knob.kind == "choice":
+        return Literal[knob.choices]
+    return {"seed": int | None, "count": int}.get(knob.kind, float)
 
 
-# Body of PUT /faults, one optional field per knob. Defaults are never applied: the handler
-# only reads the fields the client set. A typo in a knob name must fail loudly, otherwise a
-# test silently runs fault-free.
-_UPDATE_FIELDS: Final[dict[str, Any]] = {
-    knob.name: (_update_field(knob.kind), Field(default=knob.default, description=knob.help))
-    for knob in KNOBS
-}
-FaultsUpdate: Final[type[BaseModel]] = create_model(
-    "FaultsUpdate",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="Body of PUT /faults; only the fields actually sent are applied.",
-    **_UPDATE_FIELDS,
-)
+def update_model(name: str, knobs: tuple[Knob, ...]) -> type[BaseModel]:
+    """The body of PUT /faults for these knobs: one optional field per knob."""
+    # Defaults are never applied: the handler only reads the fields the client set. A typo in
+    # a knob name must fail loudly, otherwise a test silently runs fault-free.
+    fields: dict[str, Any] = {
+        knob.name: (_update_field(knob), Field(default=knob.default, description=knob.help))
+        for knob in knobs
+    }
+    model: type[BaseModel] = create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Body of PUT /faults; only the fields actually sent are applied.",
+        **fields,
+    )
+    return model
+
+
+FaultsUpdate: Final[type[BaseModel]] = update_model("FaultsUpdate", KNOBS)
+
+
+def add_fault_routes(
+    app: FastAPI,
+    live: Any,
+    update: type[BaseModel],
+    *,
+    reseed: Callable[[], None],
+    invalid: Callable[[str], JSONResponse],
+) -> None:
+    """GET /faults, PUT /faults and POST /faults/reset on `live`, a knobs dataclass that is
+    only ever changed in place. `reseed` starts every key's fault sequence again; `invalid`
+    renders a value the knobs refuse, in the app's own error envelope."""
+    knobs_class = type(live)
+
+    def apply(merged: Any, *, restart: bool) -> None:
+        for field in dataclasses.fields(knobs_class):
+            setattr(live, field.name, getattr(merged, field.name))
+        if restart:
+            reseed()
+
+    @app.get("/faults")
+    async def get_faults() -> dict[str, Any]:
+        """The fault configuration currently in effect."""
+        return dataclasses.asdict(live)
+
+    @app.put(
+        "/faults",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": update.model_json_schema()}},
+            }
+        },
+    )
+    async def put_faults(request: Request) -> JSONResponse:
+        """Change any subset of the fault knobs at runtime. Setting the seed (even to the
+        same value) starts every key's fault sequence again."""
+        try:
+            changes = update.model_validate_json(await request.body()).model_dump(
+                exclude_unset=True
+            )
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+            ) from exc
+        try:
+            # Validate the merged result first so a bad value leaves the live config untouched.
+            merged = dataclasses.replace(live, **changes)
+        except ValueError as exc:
+            return invalid(str(exc))
+        apply(merged, restart="seed" in changes)
+        return JSONResponse(status_code=200, content=dataclasses.asdict(live))
+
+    @app.post("/faults/reset")
+    async def reset_faults() -> JSONResponse:
+        """Every knob back to its default: no faults, no latency, no seed."""
+        apply(knobs_class(), restart=True)
+        return JSONResponse(status_code=200, content=dataclasses.asdict(live))
 
 
 def _error(
@@ -286,12 +353,6 @@ def create_app(faults: Faults | None = None) -> FastAPI:
         # Unseeded draws are random anyway: no need to count (or remember) every key.
         index = draws.next(endpoint, key) if seed is not None else 0
         return request_rng(seed, endpoint, key, index)
-
-    def apply(merged: Faults, *, reseed: bool) -> None:
-        for field in dataclasses.fields(Faults):
-            setattr(live_faults, field.name, getattr(merged, field.name))
-        if reseed:
-            draws.reset()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -413,43 +474,13 @@ def create_app(faults: Faults | None = None) -> FastAPI:
         draws.reset()
         return Response(status_code=204)
 
-    @app.get("/faults")
-    async def get_faults() -> dict[str, Any]:
-        """The fault configuration currently in effect."""
-        return dataclasses.asdict(live_faults)
-
-    @app.put(
-        "/faults",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": FaultsUpdate.model_json_schema()}},
-            }
-        },
+    add_fault_routes(
+        app,
+        live_faults,
+        FaultsUpdate,
+        reseed=draws.reset,
+        invalid=lambda message: _error(400, "invalid_request", message),
     )
-    async def put_faults(request: Request) -> JSONResponse:
-        """Change any subset of the fault knobs at runtime. Setting the seed (even to the
-        same value) starts every key's fault sequence again."""
-        try:
-            update = FaultsUpdate.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
-            ) from exc
-        changes = update.model_dump(exclude_unset=True)
-        try:
-            # Validate the merged result first so a bad value leaves the live config untouched.
-            merged = dataclasses.replace(live_faults, **changes)
-        except ValueError as exc:
-            return _error(400, "invalid_request", str(exc))
-        apply(merged, reseed="seed" in changes)
-        return JSONResponse(status_code=200, content=dataclasses.asdict(live_faults))
-
-    @app.post("/faults/reset")
-    async def reset_faults() -> JSONResponse:
-        """Every knob back to its default: no faults, no latency, no seed."""
-        apply(Faults(), reseed=True)
-        return JSONResponse(status_code=200, content=dataclasses.asdict(live_faults))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
