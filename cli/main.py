@@ -247,6 +247,12 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _worker_answers(app: Any, node: str, timeout: float) -> bool:
+    """True if the worker node `node` (hostname expanded) replies to one broker ping."""
+    replies = app.control.ping(destination=[node], timeout=timeout)
+    return any(node in reply for reply in replies or [])
+
+
 def _cmd_healthcheck_worker(args: argparse.Namespace) -> int:
     """Exit 0 if the named worker answers a broker ping within the timeout."""
     from celery.utils.nodenames import host_format
@@ -258,8 +264,7 @@ def _cmd_healthcheck_worker(args: argparse.Namespace) -> int:
     # A broadcast ping can be missed (a reply lost to a reconnect, a busy main process):
     # ask again in short rounds until the deadline rather than once for all of it.
     while (left := deadline - time.monotonic()) > 0:
-        replies = app.control.ping(destination=[name], timeout=min(2.0, left))
-        if any(name in reply for reply in replies or []):
+        if _worker_answers(app, name, min(2.0, left)):
             print(f"{name}: ok")
             return 0
     print(f"publisher: worker {name} did not answer within {args.timeout:g}s", file=sys.stderr)
@@ -390,7 +395,7 @@ def _wait_until_answering(
     checks: dict[str, Callable[[], bool]] = {
         "sandbox": lambda: answers(f"{sandbox_url}/healthz"),
         "api": lambda: answers(f"{base}:{args.port}/readyz"),
-        "worker": lambda: any(node in r for r in app.control.ping([node], timeout=1) or []),
+        "worker": lambda: _worker_answers(app, node, 1.0),
         "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
         # Beat serves nothing; it answers by writing its schedule file, anew for this run.
         "beat": lambda: any(p.stat().st_mtime >= since for p in state.glob("celerybeat-schedule*")),

@@ -5,6 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import select, text
+
+from shared.kit.db import engine, transaction
+from shared.models import ScheduledPost
+
+# The tables a request writes to: a request that failed must leave their counts as they were.
+WRITTEN_TABLES = ("content_containers", "scheduled_posts", "audit_log", "idempotency_keys")
+
+
+def count(table: str) -> int:
+    with engine().connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+
+
+def counts(tables: tuple[str, ...] = WRITTEN_TABLES) -> dict[str, int]:
+    return {t: count(t) for t in tables}
+
+
+def post_row(post_id: str) -> ScheduledPost:
+    """The row behind a wire id (the same as its key unless the caller chose the id)."""
+    with transaction() as tx:
+        row = tx.session.scalars(
+            select(ScheduledPost).where(ScheduledPost.public_id == post_id)
+        ).one_or_none()
+        assert row is not None, post_id
+        return row
 
 
 def envelope_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:

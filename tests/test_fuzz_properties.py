@@ -21,15 +21,16 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from shared.kit.db import engine, transaction
+from shared.kit.db import transaction
 from shared.models import ScheduledPost
+from tests.checks import WRITTEN_TABLES, counts
 from tests.factories import TenantFixture, at, schedule, upload
 
 # Per endpoint; about 10 ms a request in-process. FUZZ_EXAMPLES=5000 for a long hunt.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
-TABLES = ("content_containers", "scheduled_posts", "audit_log", "idempotency_keys", "api_keys")
+TABLES = (*WRITTEN_TABLES, "api_keys")
 
 # --- hostile values -------------------------------------------------------------------------
 
@@ -340,15 +341,11 @@ def _build(ctx: Ctx, endpoint: Endpoint, slot: Slot, value: Any) -> dict[str, An
 
 
 def _snapshot(post: str) -> tuple[dict[str, int], tuple[Any, ...]]:
-    with engine().connect() as conn:
-        counts = {
-            t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())  # noqa: S608
-            for t in TABLES
-        }
+    written = counts(TABLES)
     with transaction() as tx:
         row = tx.session.scalars(select(ScheduledPost).where(ScheduledPost.id == post)).one()
         state = (row.status, row.dispatch_version, row.scheduled_for, row.updated_at)
-    return counts, state
+    return written, state
 
 
 def _check(response: Any, before: Any, after: Any, slot: Slot, value: Any) -> None:

@@ -15,32 +15,15 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
 
 from harness.stack import ROOT, free_port, wait_until
-from shared.kit.db import engine, transaction
-from shared.models import ScheduledPost
+from tests.checks import counts as _counts
 from tests.checks import envelope_error, issue_paths
+from tests.checks import post_row as _row
 from tests.factories import TenantFixture, at, schedule, upload
 
-TABLES = ("content_containers", "scheduled_posts", "audit_log", "idempotency_keys")
 NUL = "\u0000"
 SURROGATE = "\ud800"
-
-
-def _counts() -> dict[str, int]:
-    with engine().connect() as conn:
-        return {
-            t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())  # noqa: S608
-            for t in TABLES
-        }
-
-
-def _row(public_id: str) -> ScheduledPost:
-    with transaction() as tx:
-        return tx.session.scalars(
-            select(ScheduledPost).where(ScheduledPost.public_id == public_id)
-        ).one()
 
 
 def _raw_json(client: TestClient, method: str, url: str, tenant: TenantFixture, raw: str) -> Any:

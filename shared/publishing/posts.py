@@ -105,24 +105,21 @@ def _by_public_id(organization_id: str, public_id: str) -> Select[ScheduledPost]
     )
 
 
-def get_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
-    """The post with this wire id in this organization, or NotFound (a foreign id looks like a
-    missing one)."""
+def get_post(
+    session: Session, organization_id: str, post_id: str, *, lock: bool = False
+) -> ScheduledPost:
+    """The post with this wire id in this organization (row-locked with `lock`), or NotFound:
+    a foreign id looks like a missing one."""
     if ids.is_valid(post_id, ids.SCHEDULED_POST):
-        post = session.scalars(_by_public_id(organization_id, post_id)).one_or_none()
+        query = _by_public_id(organization_id, post_id)
+        post = session.scalars(query.with_for_update() if lock else query).one_or_none()
         if post is not None:
             return post
     raise NotFound("Scheduled post not found")
 
 
 def _lock_post(session: Session, organization_id: str, post_id: str) -> ScheduledPost:
-    if ids.is_valid(post_id, ids.SCHEDULED_POST):
-        post = session.scalars(
-            _by_public_id(organization_id, post_id).with_for_update()
-        ).one_or_none()
-        if post is not None:
-            return post
-    raise NotFound("Scheduled post not found")
+    return get_post(session, organization_id, post_id, lock=True)
 
 
 def schedule(

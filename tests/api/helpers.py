@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
 
 from shared.kit.clock import utcnow
-from shared.kit.db import engine, transaction
-from shared.models import ScheduledPost
+from shared.kit.db import transaction
 from shared.publishing import posts
 from shared.publishing.posts import ClaimResult
+from tests.checks import post_row as _row
 from tests.factories import TenantFixture, at, schedule, upload
 
 ALL_SCOPES = ("publish:read", "publish:write", "content:read", "content:write", "social:read")
@@ -56,16 +55,6 @@ def _sans_request_id(r: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _count(table: str) -> int:
-    with engine().connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
-
-
-def _counts() -> dict[str, int]:
-    tables = ("content_containers", "scheduled_posts", "audit_log", "idempotency_keys")
-    return {t: _count(t) for t in tables}
-
-
 def _broker_messages() -> list[dict[str, Any]]:
     """The publish tasks waiting in the Redis broker's `publishing` queue."""
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
@@ -77,16 +66,6 @@ def _broker_messages() -> list[dict[str, Any]]:
 
 def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _row(post_id: str) -> ScheduledPost:
-    """The row behind a wire id (the same as its key unless the caller chose the id)."""
-    with transaction() as tx:
-        row = tx.session.scalars(
-            select(ScheduledPost).where(ScheduledPost.public_id == post_id)
-        ).one_or_none()
-        assert row is not None
-        return row
 
 
 def _cancel(

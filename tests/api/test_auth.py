@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from shared.kit.clock import utcnow
 from shared.kit.db import transaction
 from shared.tenancy.keys import create_key, revoke_key
-from tests.api.helpers import ENDPOINTS, Endpoint, _call, _counts, _own_id, _sans_request_id
+from tests.api.helpers import ENDPOINTS, Endpoint, _call, _own_id, _sans_request_id
+from tests.checks import counts as _counts
 from tests.checks import envelope_error as _error
 from tests.factories import TenantFixture
 

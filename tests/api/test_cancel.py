@@ -13,8 +13,10 @@ from sqlalchemy import text
 from shared.kit.clock import utcnow
 from shared.kit.db import engine, transaction
 from shared.publishing import posts
-from tests.api.helpers import ISO_Z, _cancel, _count, _parse, _post_in, _row
+from tests.api.helpers import ISO_Z, _cancel, _parse, _post_in
+from tests.checks import count as _count
 from tests.checks import envelope_error as _error
+from tests.checks import post_row as _row
 from tests.factories import TenantFixture
 
 

@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared.kit.clock import utcnow
-from tests.api.helpers import ISO_Z, UUID_ID, _count, _parse
+from tests.api.helpers import ISO_Z, UUID_ID, _parse
+from tests.checks import count as _count
 from tests.factories import TenantFixture
 
 

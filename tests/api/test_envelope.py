@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import ProgrammingError
 
-from tests.api.helpers import BY_NAME, MEDIA, _broker_messages, _call, _counts, _own_id
+from tests.api.helpers import BY_NAME, MEDIA, _broker_messages, _call, _own_id
+from tests.checks import counts as _counts
 from tests.checks import envelope_error as _error
 from tests.factories import TenantFixture
 

@@ -15,16 +15,9 @@ from sqlalchemy import text
 
 from api.routes import scheduled_posts as routes
 from shared.kit.db import engine
-from tests.api.helpers import (
-    BY_NAME,
-    MEDIA,
-    Endpoint,
-    _body,
-    _broker_messages,
-    _count,
-    _counts,
-    _own_id,
-)
+from tests.api.helpers import BY_NAME, MEDIA, Endpoint, _body, _broker_messages, _own_id
+from tests.checks import count as _count
+from tests.checks import counts as _counts
 from tests.checks import envelope_error as _error
 from tests.checks import issue_paths as _paths
 from tests.factories import TenantFixture, at, upload

@@ -8,7 +8,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.helpers import ENDPOINTS, PREFIX, Endpoint, _call, _counts
+from tests.api.helpers import ENDPOINTS, PREFIX, Endpoint, _call
+from tests.checks import counts as _counts
 from tests.checks import envelope_error as _error
 from tests.factories import TenantFixture, at, schedule, upload
 

@@ -25,14 +25,14 @@ from tests.api.helpers import (
     UUID_ID,
     _broker_messages,
     _cancel,
-    _count,
-    _counts,
     _parse,
     _post_in,
-    _row,
 )
+from tests.checks import count as _count
+from tests.checks import counts as _counts
 from tests.checks import envelope_error as _error
 from tests.checks import issue_paths as _paths
+from tests.checks import post_row as _row
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.helpers import ALL_SCOPES, ENDPOINTS, Endpoint, _call, _counts, _own_id
+from tests.api.helpers import ALL_SCOPES, ENDPOINTS, Endpoint, _call, _own_id
+from tests.checks import counts as _counts
 from tests.checks import envelope_error as _error
 from tests.factories import TenantFixture
 

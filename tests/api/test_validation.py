@@ -17,11 +17,9 @@ from tests.api.helpers import (
     Ctx,
     _b64,
     _broker_messages,
-    _counts,
     _json,
     _media,
     _query,
-    _row,
     _s,
     _sa,
     _sched,
@@ -30,7 +28,9 @@ from tests.api.helpers import (
     _target,
     _up,
 )
+from tests.checks import counts as _counts
 from tests.checks import issue_paths as _paths
+from tests.checks import post_row as _row
 from tests.factories import at
 
 # (method, url template, request kwargs, the path expected among details.issues)
