@@ -58,11 +58,17 @@ def container_body(container: ContentContainer) -> dict[str, Any]:
 
 
 def account_body(account: SocialAccount) -> dict[str, Any]:
-    """The social account resource."""
+    """The social account resource; its credentials never leave the database."""
     return {
         "id": account.id,
         "projectId": account.project_id,
         "platform": account.platform,
         "handle": account.handle,
+        "status": account.status,
+        "statusReason": account.status_reason,
+        "connectedAt": iso(account.connected_at),
+        "tokenExpiresAt": iso(account.token_expires_at),
+        # Neither the emulator nor the product fetches avatars yet.
+        "avatarUrl": None,
         "createdAt": iso(account.created_at),
     }

@@ -173,11 +173,19 @@ class RescheduledOut(BaseModel):
     updatedAt: str
 
 
+AccountStatusName = Literal["connected", "reauth_required", "disconnected"]
+
+
 class SocialAccountOut(BaseModel):
     id: str
     projectId: str
     platform: Literal["tiktok", "instagram"]
     handle: str
+    status: AccountStatusName
+    statusReason: str | None
+    connectedAt: str
+    tokenExpiresAt: str | None
+    avatarUrl: str | None
     createdAt: str
 
 

@@ -166,15 +166,43 @@ def _emit(payload: dict[str, Any], as_json: bool) -> None:
             print(f"{key}: {value}")
 
 
+def _fail(message: str) -> int:
+    """A one-line error on stderr, and exit 1: the command could not do what it was asked."""
+    print(f"publisher: {message}", file=sys.stderr)
+    return 1
+
+
 def _cmd_tenants_create(args: argparse.Namespace) -> int:
     from shared.kit.db import transaction
+    from shared.kit.errors import Unavailable
     from shared.kit.settings import get_settings
-    from shared.tenancy.tenants import create_tenant
+    from shared.tenancy.tenants import create_tenant, issue_emulator_accounts
 
+    settings = get_settings()
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    issued = {}
+    if args.adapter == "emulator":
+        try:
+            # Before the transaction: none stays open while the emulator answers.
+            issued = issue_emulator_accounts(
+                args.name,
+                platforms,
+                instagram_api_url=settings.instagram_api_url,
+                timeout=settings.platform_timeout_s,
+            )
+        except Unavailable as exc:
+            return _fail(
+                f"no Instagram emulator: {exc.message}; start one with "
+                "`publisher emulator instagram`, or pass --adapter sandbox"
+            )
     with transaction() as tx:
         tenant = create_tenant(
-            tx.session, args.name, platforms, sandbox_url=get_settings().sandbox_url, env=args.env
+            tx.session,
+            args.name,
+            platforms,
+            sandbox_url=settings.sandbox_url,
+            env=args.env,
+            issued=issued,
         )
     _emit(
         {
@@ -187,6 +215,51 @@ def _cmd_tenants_create(args: argparse.Namespace) -> int:
         },
         args.json,
     )
+    return 0
+
+
+def _cmd_accounts_connect(args: argparse.Namespace) -> int:
+    from shared.accounts.accounts import connect_account
+    from shared.kit.clock import iso
+
+    # "-" reads the token from stdin, keeping it out of shell history and the process list.
+    token = sys.stdin.readline().strip() if args.access_token == "-" else args.access_token  # noqa: S105 - "-" is a flag value, not a secret
+    if not token:
+        return _fail("no access token given (--access-token TOKEN, or - to read it from stdin)")
+    try:
+        account = connect_account(
+            args.project,
+            args.platform,
+            user_id=args.user_id,
+            access_token=token,
+            expires_in=args.expires_in,
+            api_url=args.api_url,
+        )
+    except PublisherError as exc:
+        return _fail(exc.message)
+    _emit(
+        {
+            "id": account.id,
+            "platform": account.platform,
+            "handle": account.handle,
+            "status": account.status,
+            "tokenExpiresAt": iso(account.token_expires_at),
+        },
+        args.json,
+    )
+    return 0
+
+
+def _cmd_accounts_reencrypt(args: argparse.Namespace) -> int:
+    from shared.accounts.credentials import CredentialsUnreadable, reencrypt_all
+    from shared.kit.db import transaction
+
+    try:
+        with transaction() as tx:
+            changed = reencrypt_all(tx.session)
+    except CredentialsUnreadable as exc:
+        return _fail(exc.message)
+    _emit({"reencrypted": changed}, args.json)
     return 0
 
 
@@ -292,9 +365,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if _cmd_migrate(args) != 0:
         return 1
     me = [sys.executable, "-m", "cli"]
-    sandbox_port = int(settings.sandbox_url.rsplit(":", 1)[-1].split("/")[0])
     commands = {
-        "sandbox": [*me, "sandbox", "--port", str(sandbox_port)],
+        "sandbox": [*me, "sandbox", "--port", str(_port(settings.sandbox_url))],
+        "instagram": [
+            *me,
+            "emulator",
+            "instagram",
+            "--port",
+            str(_port(settings.instagram_api_url)),
+        ],
         "api": [
             *me,
             "api",
@@ -323,18 +402,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
     }
     children = {role: subprocess.Popen(cmd) for role, cmd in commands.items()}
-    if not _wait_until_answering(children, args, settings.sandbox_url):
+    if not _wait_until_answering(children, args):
         _stop_children(children)
         return 1
+    instagram = settings.instagram_api_url.rstrip("/")
     print(
         "\npublisher is up:\n"
-        f"  api      http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs; "
+        f"  api       http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs; "
         f"metrics http://{args.host}:{args.api_metrics_port}/metrics)\n"
-        f"  flower   http://{args.host}:{args.flower_port}  (user {settings.flower_user})\n"
-        f"  sandbox  {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
-        f"  worker   concurrency {args.concurrency}, broker {settings.redis_url}, "
+        f"  flower    http://{args.host}:{args.flower_port}  (user {settings.flower_user})\n"
+        f"  sandbox   {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
+        f"  instagram {instagram}  (the Instagram emulator; ledger: {instagram}/ledger)\n"
+        f"  worker    concurrency {args.concurrency}, broker {settings.redis_url}, "
         f"metrics http://{args.host}:{args.worker_metrics_port}/metrics\n"
-        f"  beat     dispatcher tick every {settings.dispatch_interval_s:g}s\n"
+        f"  beat      dispatcher tick every {settings.dispatch_interval_s:g}s\n"
         "Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -358,6 +439,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _port(url: str) -> int:
+    """The port a server at `url` listens on."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     for proc in children.values():
         if proc.poll() is None:
@@ -371,7 +460,7 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _wait_until_answering(
-    children: dict[str, subprocess.Popen[bytes]], args: argparse.Namespace, sandbox_url: str
+    children: dict[str, subprocess.Popen[bytes]], args: argparse.Namespace
 ) -> bool:
     """True once every role answers its own health check; False if one exits or the wait
     outlasts --ready-timeout. `make run` says "up" only when a request would be served."""
@@ -390,10 +479,12 @@ def _wait_until_answering(
         except httpx.HTTPError:
             return False
 
-    state = Path(get_settings().state_dir)
+    settings = get_settings()
+    state = Path(settings.state_dir)
     since = time.time() - 1
     checks: dict[str, Callable[[], bool]] = {
-        "sandbox": lambda: answers(f"{sandbox_url}/healthz"),
+        "sandbox": lambda: answers(f"{settings.sandbox_url}/healthz"),
+        "instagram": lambda: answers(f"{settings.instagram_api_url.rstrip('/')}/healthz"),
         "api": lambda: answers(f"{base}:{args.port}/readyz"),
         "worker": lambda: _worker_answers(app, node, 1.0),
         "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
@@ -476,7 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     # One flag per knob of sandbox/instagram_faults.py (also PUT /faults at runtime).
     add_knob_flags(instagram, instagram_faults.KNOBS)
 
-    run = sub.add_parser("run", help="migrate, then start sandbox, api, worker, beat and flower")
+    run = sub.add_parser(
+        "run",
+        help="migrate, then start the sandbox, the Instagram emulator, api, worker, beat and "
+        "flower",
+    )
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--flower-port", type=int, default=5555)
@@ -497,7 +592,51 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--platforms", default="tiktok,instagram")
     create.add_argument("--env", choices=["live", "test"], default="live")
+    create.add_argument(
+        "--adapter",
+        choices=["emulator", "sandbox"],
+        default="emulator",
+        help="emulator: the Instagram account is made on the Instagram emulator at "
+        "INSTAGRAM_API_URL (`publisher emulator instagram`) and posts there, while TikTok "
+        "accounts stay on the sandbox (there is no TikTok emulator yet); sandbox: every "
+        "account posts to the sandbox at SANDBOX_URL",
+    )
     create.add_argument("--json", action="store_true")
+
+    accounts = sub.add_parser("accounts", help="social accounts").add_subparsers(
+        dest="action", required=True
+    )
+    connect = accounts.add_parser(
+        "connect", help="add an Instagram account to a project once Instagram vouches for its token"
+    )
+    connect.add_argument("--project", required=True)
+    connect.add_argument(
+        "--platform",
+        required=True,
+        choices=["instagram", "tiktok"],
+        help="instagram (TikTok comes later)",
+    )
+    connect.add_argument(
+        "--user-id", required=True, help="the Instagram professional account's user id"
+    )
+    connect.add_argument(
+        "--access-token",
+        required=True,
+        help="its long-lived token, from Instagram Login; - reads it from stdin",
+    )
+    connect.add_argument(
+        "--expires-in", type=float, default=None, help="the token's lifetime in seconds"
+    )
+    connect.add_argument(
+        "--api-url",
+        default=None,
+        help="the Graph API it is verified with and posts to (default: INSTAGRAM_API_URL)",
+    )
+    connect.add_argument("--json", action="store_true")
+    reencrypt = accounts.add_parser(
+        "reencrypt", help="seal every account's credentials anew with the first CREDENTIAL_KEYS key"
+    )
+    reencrypt.add_argument("--json", action="store_true")
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kc = keys.add_parser("create", help="a key with the given scopes")
@@ -553,6 +692,8 @@ HANDLERS = {
     ("emulator", "instagram"): _cmd_emulator_instagram,
     ("run", None): _cmd_run,
     ("tenants", "create"): _cmd_tenants_create,
+    ("accounts", "connect"): _cmd_accounts_connect,
+    ("accounts", "reencrypt"): _cmd_accounts_reencrypt,
     ("keys", "create"): _cmd_keys_create,
     ("keys", "revoke"): _cmd_keys_revoke,
     ("bench", None): _cmd_bench,

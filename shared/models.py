@@ -51,6 +51,13 @@ class Mode(enum.StrEnum):
     DRAFT = "draft"
 
 
+class AccountStatus(enum.StrEnum):
+    CONNECTED = "connected"
+    # The platform refused the account's token (expired, revoked): an operator reconnects it.
+    REAUTH_REQUIRED = "reauth_required"
+    DISCONNECTED = "disconnected"
+
+
 class PostStatus(enum.StrEnum):
     QUEUED = "queued"
     PUBLISHING = "publishing"
@@ -67,6 +74,8 @@ TERMINAL = frozenset(
 
 # The adapter of accounts bound to the sandbox platform: the only ones `test` keys may reach.
 SANDBOX_ADAPTER = "sandbox"
+# The adapter of accounts that post through Instagram's Graph API, or its emulator.
+INSTAGRAM_ADAPTER = "instagram"
 
 
 class Organization(Base):
@@ -109,6 +118,9 @@ class SocialAccount(Base):
     __tablename__ = "social_accounts"
     __table_args__ = (
         CheckConstraint("platform IN ('tiktok', 'instagram')", name="platform"),
+        CheckConstraint(
+            "status IN ('connected', 'reauth_required', 'disconnected')", name="status"
+        ),
         Index("ix_social_accounts_project_created", "project_id", "created_at", "id"),
     )
 
@@ -120,6 +132,23 @@ class SocialAccount(Base):
     # Which adapter uploads for this account, and where it posts.
     adapter: Mapped[str] = mapped_column(String(32), default=SANDBOX_ADAPTER)
     base_url: Mapped[str] = mapped_column(String(500))
+    # The platform's own id of the account (the IG user id); None for sandbox accounts.
+    platform_user_id: Mapped[str | None] = mapped_column(String(64))
+    # Sealed with CREDENTIAL_KEYS (shared/accounts/credentials.py): a token is never stored
+    # in clear, so a database dump or backup holds none.
+    credentials: Mapped[bytes | None] = mapped_column(LargeBinary)
+    token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current access token was issued or last refreshed: Instagram refuses to
+    # refresh a token younger than 24 h.
+    token_refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(
+        String(24),
+        default=AccountStatus.CONNECTED.value,
+        server_default=AccountStatus.CONNECTED.value,
+    )
+    # Why the account needs reauthorization, as the platform said it.
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    connected_at: Mapped[datetime] = _now()
     created_at: Mapped[datetime] = _now()
 
 
@@ -185,6 +214,9 @@ class ScheduledPost(Base):
     external_url: Mapped[str | None] = mapped_column(String(1000))
     last_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # The platform's own handle for this post's publish (Instagram container id, TikTok
+    # publish_id), persisted before it is needed to reconcile.
+    platform_handle: Mapped[str | None] = mapped_column(String(200))
 
     # Fencing token: bumped by every reschedule, cancel and re-dispatch. A task carries the
     # token it was sent with and does nothing once the row's token has moved on.

@@ -8,10 +8,13 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from shared.accounts.accounts import add_social_account
+from shared.accounts.credentials import Credentials
 from shared.kit.clock import utcnow
 from shared.kit.db import transaction
+from shared.models import INSTAGRAM_ADAPTER
 from shared.tenancy.keys import create_key
-from shared.tenancy.tenants import create_tenant
+from shared.tenancy.tenants import Tenant, create_tenant
 
 DEFAULT_SANDBOX = "http://127.0.0.1:8900"
 
@@ -48,6 +51,11 @@ def make_tenant(
             sandbox_url=sandbox_url,
             extra_accounts=extra_accounts,
         )
+    return fixture_of(t)
+
+
+def fixture_of(t: Tenant) -> TenantFixture:
+    """What a test keeps of a tenant it made."""
     return TenantFixture(
         t.organization_id,
         t.project_id,
@@ -98,3 +106,24 @@ def schedule(
     assert r.status_code == 201, r.text
     items: list[dict[str, Any]] = r.json()["items"]
     return items
+
+
+def instagram_account(
+    tenant: TenantFixture, credentials: Credentials, expires_in: float = 3600
+) -> str:
+    """An Instagram account of the tenant's project holding `credentials` (sealed), with a
+    token expiring `expires_in` seconds from now; its id. Nothing is asked of a platform."""
+    with transaction() as tx:
+        account = add_social_account(
+            tx.session,
+            tenant.organization_id,
+            tenant.project_id,
+            "instagram",
+            "brand_ig",
+            base_url="http://127.0.0.1:8901",
+            adapter=INSTAGRAM_ADAPTER,
+            platform_user_id="17841400000000001",
+            credentials=credentials,
+            expires_in=expires_in,
+        )
+    return account.id

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from sqlalchemy import select, text
@@ -152,7 +153,10 @@ def test_production_refuses_default_secrets() -> None:
     with pytest.raises(ValidationError, match="FLOWER_PASSWORD"):
         Settings(environment="production")
     chosen = "a-real-one"
-    assert Settings(environment="production", flower_password=chosen).flower_password == chosen
+    # The credential keys' own refusal is in tests/test_credentials.py.
+    keys = Fernet.generate_key().decode()
+    settings = Settings(environment="production", flower_password=chosen, credential_keys=keys)
+    assert settings.flower_password == chosen
 
 
 def test_no_secret_in_the_openapi_document(

@@ -1,4 +1,4 @@
-"""Social accounts (created by the operator CLI; connection flows are out of scope)."""
+"""Social accounts (created and connected by the operator CLI; no connection flow here)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from api import pagination
 from api.deps import Principal, ReadSession, require
 from api.presenters import account_body
 from api.routes.common import errors
-from api.schemas import SocialAccountList
+from api.schemas import AccountStatusName, SocialAccountList
 from shared.accounts import accounts
 from shared.content import containers
 
@@ -28,10 +28,12 @@ def list_social_accounts(
     session: ReadSession,
     principal: Annotated[Principal, Depends(require("social:read"))],
     platform: Annotated[Literal["tiktok", "instagram"] | None, Query()] = None,
+    status: Annotated[AccountStatusName | None, Query()] = None,
     cursor: pagination.Cursor = None,
     limit: pagination.Limit = pagination.DEFAULT_LIMIT,
 ) -> Response:
-    """A project's social accounts, oldest first; `?platform=` filters."""
+    """A project's social accounts, oldest first, never with a token; `?platform=` and
+    `?status=` filter (`reauth_required`: the platform refused the token, reconnect it)."""
     containers.get_project(session, principal.organization_id, projectId)
     return pagination.listing(
         session,
@@ -40,6 +42,7 @@ def list_social_accounts(
             projectId,
             platform,
             after,
+            status=status,
             sandbox_only=principal.sandbox_only,
         ),
         cursor,

@@ -1,15 +1,45 @@
 """Social accounts: bound to a platform adapter and where it posts, always read within one
-organization's project."""
+organization's project; Instagram accounts connected with a token the platform vouches for."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
+from shared.accounts.credentials import Credentials, seal
 from shared.kit import ids
-from shared.models import SANDBOX_ADAPTER, SocialAccount
+from shared.kit.clock import utcnow
+from shared.kit.db import transaction
+from shared.kit.errors import NotFound, Unavailable, Validation
+from shared.kit.settings import Settings, get_settings
+from shared.models import (
+    INSTAGRAM_ADAPTER,
+    SANDBOX_ADAPTER,
+    AccountStatus,
+    Platform,
+    Project,
+    SocialAccount,
+)
+
+# Graph codes that mean the token itself is refused (invalid, expired, revoked, missing).
+TOKEN_ERROR_CODES = frozenset({102, 104, 190})
+
+
+@dataclass(frozen=True)
+class IssuedAccount:
+    """An account a platform (or its emulator) issued with its token, and where it posts."""
+
+    platform_user_id: str
+    handle: str
+    credentials: Credentials
+    expires_in: float | None
+    adapter: str
+    base_url: str
 
 
 def add_social_account(
@@ -21,8 +51,15 @@ def add_social_account(
     *,
     base_url: str,
     adapter: str = SANDBOX_ADAPTER,
+    platform_user_id: str | None = None,
+    credentials: Credentials | None = None,
+    expires_in: float | None = None,
 ) -> SocialAccount:
-    """A social account of the project, bound to a platform adapter and where it posts."""
+    """A social account of the project, bound to a platform adapter and where it posts, with
+    its credentials sealed and its token's expiry `expires_in` seconds from now."""
+    if expires_in is not None and (credentials is None or expires_in <= 0):
+        raise Validation.at("expiresIn", "expiresIn must be positive, and comes with a token")
+    now = utcnow()
     account = SocialAccount(
         id=ids.new_id(ids.SOCIAL_ACCOUNT),
         organization_id=organization_id,
@@ -31,8 +68,188 @@ def add_social_account(
         handle=handle,
         adapter=adapter,
         base_url=base_url.rstrip("/"),
+        platform_user_id=platform_user_id,
+        credentials=seal(credentials) if credentials is not None else None,
+        # A token handed over now was issued at the latest now: the 24 h before Instagram
+        # refreshes it count from here, never from earlier.
+        token_refreshed_at=now if credentials is not None else None,
+        token_expires_at=now + timedelta(seconds=expires_in) if expires_in is not None else None,
     )
     session.add(account)
+    return account
+
+
+def add_issued_account(
+    session: Session, organization_id: str, project_id: str, platform: str, issued: IssuedAccount
+) -> SocialAccount:
+    """A social account bound to an account its platform (or emulator) issued."""
+    return add_social_account(
+        session,
+        organization_id,
+        project_id,
+        platform,
+        issued.handle,
+        base_url=issued.base_url,
+        adapter=issued.adapter,
+        platform_user_id=issued.platform_user_id,
+        credentials=issued.credentials,
+        expires_in=issued.expires_in,
+    )
+
+
+def _graph_call(
+    method: str, url: str, *, timeout: float, path: str, **request: Any
+) -> dict[str, Any]:
+    """The JSON object Instagram (or its emulator) answers; a Graph error, another answer or
+    none at all is a one-line error (`path` is the input it blames)."""
+    where = url.split("?", 1)[0]
+    try:
+        response = httpx.request(method, url, timeout=timeout, **request)
+    except httpx.HTTPError as exc:
+        # Only the kind: the exception's text may hold the URL, and with it the token.
+        raise Unavailable(f"{where} does not answer ({type(exc).__name__})") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code, subcode = error.get("code"), error.get("error_subcode")
+        what = "the token" if code in TOKEN_ERROR_CODES else "the request"
+        codes = f"code {code}" + (f", subcode {subcode}" if subcode is not None else "")
+        message = str(error.get("message") or "no message").replace("\n", " ")
+        raise Validation.at(path, f"Instagram refused {what}: {message} ({codes})")
+    if not response.is_success or not isinstance(body, dict):
+        raise Unavailable(f"{where} answered {response.status_code} without a Graph answer")
+    return body
+
+
+def _strings(body: dict[str, Any], where: str, *names: str) -> list[str]:
+    """The named fields of an answer, as strings; all of them, or Unavailable."""
+    values = [body.get(name) for name in names]
+    if not all(isinstance(v, str | int) and str(v) for v in values):
+        raise Unavailable(f"{where} answered without {' and '.join(names)}")
+    return [str(v) for v in values]
+
+
+def verify_instagram_token(api_url: str, user_id: str, access_token: str, *, timeout: float) -> str:
+    """The username of the account `GET /me` says the token belongs to, which must be
+    `user_id`."""
+    url = f"{api_url.rstrip('/')}/me"
+    body = _graph_call(
+        "GET",
+        url,
+        timeout=timeout,
+        path="accessToken",
+        params={"fields": "id,username", "access_token": access_token},
+    )
+    answered, username = _strings(body, url, "id", "username")
+    if answered != user_id:
+        raise Validation.at(
+            "userId", f"the token belongs to Instagram user {answered}, not to {user_id}"
+        )
+    return username
+
+
+def emulator_instagram_account(
+    api_url: str, username: str | None = None, *, timeout: float
+) -> IssuedAccount:
+    """A new account and its long-lived token, issued by the Instagram emulator as Instagram
+    Login would (`POST /emulator/accounts`)."""
+    base = api_url.rstrip("/")
+    url = f"{base}/emulator/accounts"
+    body = _graph_call(
+        "POST",
+        url,
+        timeout=timeout,
+        path="username",
+        json={"username": username} if username else {},
+    )
+    user_id, handle, token, expires_in = _strings(
+        body, url, "userId", "username", "accessToken", "expiresIn"
+    )
+    return IssuedAccount(
+        user_id, handle, Credentials(token), float(expires_in), INSTAGRAM_ADAPTER, base
+    )
+
+
+def connect_account(
+    project_id: str,
+    platform: str,
+    *,
+    user_id: str,
+    access_token: str,
+    expires_in: float | None = None,
+    api_url: str | None = None,
+    settings: Settings | None = None,
+) -> SocialAccount:
+    """An Instagram account of the project, stored once `GET /me` vouches that the token is
+    `user_id`'s; connecting one the project has already reconnects it (new token, status
+    `connected`). No transaction stays open while the platform answers."""
+    settings = settings or get_settings()
+    if platform != Platform.INSTAGRAM:
+        raise Validation.at(
+            "platform", "only instagram accounts can be connected for now; TikTok comes later"
+        )
+    with transaction() as tx:
+        project = tx.session.get(Project, project_id)
+        if project is None:
+            raise NotFound(f"no project {project_id}")
+        organization_id = project.organization_id
+    base = (api_url or settings.instagram_api_url).rstrip("/")
+    username = verify_instagram_token(
+        base, user_id, access_token, timeout=settings.platform_timeout_s
+    )
+    with transaction() as tx:
+        known = tx.session.scalars(
+            select(SocialAccount)
+            .where(
+                SocialAccount.project_id == project_id,
+                SocialAccount.platform == platform,
+                SocialAccount.platform_user_id == user_id,
+            )
+            .with_for_update()
+        ).first()
+        if known is not None:
+            account = _reconnect(known, username, base, Credentials(access_token), expires_in)
+        else:
+            account = add_social_account(
+                tx.session,
+                organization_id,
+                project_id,
+                platform,
+                username,
+                base_url=base,
+                adapter=INSTAGRAM_ADAPTER,
+                platform_user_id=user_id,
+                credentials=Credentials(access_token),
+                expires_in=expires_in,
+            )
+        tx.session.flush()
+        # The server's defaults (created_at, connected_at) too: the caller reads it detached.
+        tx.session.refresh(account)
+    return account
+
+
+def _reconnect(
+    account: SocialAccount,
+    handle: str,
+    base_url: str,
+    credentials: Credentials,
+    expires_in: float | None,
+) -> SocialAccount:
+    """The same platform account connected again (say after `reauth_required`): its new
+    token, and `connected` once more. Its id, and so its posts, stay."""
+    now = utcnow()
+    account.handle = handle
+    account.base_url = base_url
+    account.adapter = INSTAGRAM_ADAPTER
+    account.credentials = seal(credentials)
+    account.token_refreshed_at = now
+    account.token_expires_at = now + timedelta(seconds=expires_in) if expires_in else None
+    account.status = AccountStatus.CONNECTED.value
+    account.status_reason = None
+    account.connected_at = now
     return account
 
 
@@ -42,6 +259,7 @@ def accounts_query(
     platform: str | None,
     after: tuple[datetime, str] | None,
     *,
+    status: str | None = None,
     sandbox_only: bool = False,
 ) -> Select[SocialAccount]:
     """A project's social accounts, oldest first, keyset-paginated on (created_at, id)."""
@@ -50,6 +268,8 @@ def accounts_query(
     )
     if platform is not None:
         q = q.where(SocialAccount.platform == platform)
+    if status is not None:
+        q = q.where(SocialAccount.status == status)
     if sandbox_only:
         q = q.where(SocialAccount.adapter == SANDBOX_ADAPTER)
     if after is not None:

@@ -5,21 +5,34 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_FLOWER_PASSWORD = "publisher"  # noqa: S105 - a development default, refused elsewhere
+# A Fernet key anyone can read here: development only, refused in production.
+DEFAULT_CREDENTIAL_KEY = "TTfnRqMGTb2oNrHo3KDj-YqWqZqkxVrLO03KGnd03cE="
 
 
 class Settings(BaseSettings):
     """Everything a role needs; one instance per process via `get_settings()`."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+    # Hidden input: a refused value (a credential key, a URL with a password) never reaches
+    # a log through the error that refuses it.
+    model_config = SettingsConfigDict(
+        env_prefix="", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "postgresql+psycopg://root@127.0.0.1:5432/publisher"
     redis_url: str = "redis://127.0.0.1:6379/0"
     sandbox_url: str = "http://127.0.0.1:8900"
+    # Where emulator-bound Instagram accounts post; a real deployment sets the Graph host,
+    # e.g. https://graph.instagram.com/v21.0.
+    instagram_api_url: str = "http://127.0.0.1:8901"
+    # Comma-separated Fernet keys sealing social-account credentials: the first encrypts,
+    # every one decrypts. Rotation: prepend a new key, run `publisher accounts reencrypt`,
+    # then drop the old one.
+    credential_keys: str = DEFAULT_CREDENTIAL_KEY
 
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -45,6 +58,14 @@ class Settings(BaseSettings):
     platform_max_tries: int = Field(default=6, ge=1)
     platform_backoff_base_s: float = Field(default=0.5, ge=0)
     platform_backoff_cap_s: float = Field(default=8.0, ge=0)
+    # An Instagram container (a video above all) processes before it can be published; a
+    # worker waits this long for FINISHED, renewing its lease, then fails the post
+    # CONTAINER_NOT_READY. Kept below the task's soft time limit with room for the publish.
+    instagram_container_wait_s: float = Field(default=120.0, gt=0, le=180)
+    # Instagram refreshes only a token at least this old (documented: 24 h).
+    instagram_refresh_min_age_s: float = Field(default=86_400.0, ge=0)
+    # An access token this close to its expiry is refreshed before the account's next post.
+    token_refresh_ahead_s: float = Field(default=7 * 86_400.0, ge=0)
 
     # The largest request body the API reads. The contract's biggest (50 targets with two
     # 4000-char overrides each, every char a \\uXXXX escape) is about 2.4 MB.
@@ -68,10 +89,37 @@ class Settings(BaseSettings):
     failpoints_file: str | None = None
     reap_interval_s: float = Field(default=2.0, gt=0)
 
+    @field_validator("credential_keys")
+    @classmethod
+    def _valid_credential_keys(cls, value: str) -> str:
+        from cryptography.fernet import Fernet
+
+        keys = [key.strip() for key in value.split(",") if key.strip()]
+        if not keys:
+            raise ValueError("CREDENTIAL_KEYS must hold at least one Fernet key")
+        for n, key in enumerate(keys, 1):
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(
+                    f"CREDENTIAL_KEYS: key {n} of {len(keys)} is not a Fernet key (32 url-safe "
+                    "base64-encoded bytes, as Fernet.generate_key() makes them)"
+                ) from None
+        return ",".join(keys)
+
+    @property
+    def credential_key_list(self) -> list[str]:
+        """CREDENTIAL_KEYS, the encrypting key first."""
+        return self.credential_keys.split(",")
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.environment == "production" and self.flower_password == DEFAULT_FLOWER_PASSWORD:
             raise ValueError("FLOWER_PASSWORD must be set outside development")
+        if self.environment == "production" and DEFAULT_CREDENTIAL_KEY in self.credential_key_list:
+            raise ValueError(
+                "CREDENTIAL_KEYS must be set outside development: it holds the development key"
+            )
         return self
 
 

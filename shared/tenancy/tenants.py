@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from shared.accounts.accounts import add_social_account
+from shared.accounts.accounts import (
+    IssuedAccount,
+    add_issued_account,
+    add_social_account,
+    emulator_instagram_account,
+)
 from shared.kit import ids
 from shared.kit.errors import Validation
 from shared.models import Organization, Platform, Project, SocialAccount
 from shared.tenancy.keys import IssuedKey, create_key
+
+# What Instagram accepts as a username; another name lets the emulator choose one.
+_INSTAGRAM_USERNAME = re.compile(r"[A-Za-z0-9._]{1,30}")
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,34 @@ class Tenant:
     extra_accounts: list[SocialAccount]  # more, tiktok and instagram in turn
 
 
+def _checked(name: str, platforms: list[str]) -> list[str]:
+    """The platforms asked for, each once, once the name and every platform are valid."""
+    if not name.strip():
+        raise Validation.at("name", "name must not be empty")
+    known = {p.value for p in Platform}
+    unknown = [p for p in platforms if p not in known]
+    if unknown or not platforms:
+        raise Validation.at("platforms", f"platforms must be among {sorted(known)}")
+    return list(dict.fromkeys(platforms))
+
+
+def _slug(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+def issue_emulator_accounts(
+    name: str, platforms: list[str], *, instagram_api_url: str, timeout: float
+) -> dict[str, IssuedAccount]:
+    """The new tenant's Instagram account, issued by the Instagram emulator (there is no
+    TikTok emulator yet). Called before the tenant's transaction, so none waits on it."""
+    if Platform.INSTAGRAM not in _checked(name, platforms):
+        return {}
+    candidate = f"{_slug(name)}_{Platform.INSTAGRAM.value}"
+    username = candidate if _INSTAGRAM_USERNAME.fullmatch(candidate) else None
+    account = emulator_instagram_account(instagram_api_url, username, timeout=timeout)
+    return {Platform.INSTAGRAM.value: account}
+
+
 def create_tenant(
     session: Session,
     name: str,
@@ -30,31 +68,27 @@ def create_tenant(
     sandbox_url: str,
     env: str = "live",
     extra_accounts: int = 0,
+    issued: Mapping[str, IssuedAccount] | None = None,
 ) -> Tenant:
-    """An organization, one project, one sandbox-bound account per platform (and
-    `extra_accounts` more, for load and tests), and a full-scope key."""
-    if not name.strip():
-        raise Validation.at("name", "name must not be empty")
-    known = {p.value for p in Platform}
-    unknown = [p for p in platforms if p not in known]
-    if unknown or not platforms:
-        raise Validation.at("platforms", f"platforms must be among {sorted(known)}")
+    """An organization, one project, one account per platform (bound to the `issued` account
+    of that platform, else to the sandbox), `extra_accounts` more sandbox-bound ones for load
+    and tests, and a full-scope key."""
+    wanted = _checked(name, platforms)
     org = Organization(id=ids.new_id(ids.ORG), name=name)
     project = Project(id=ids.new_id(ids.PROJECT), organization_id=org.id, name=f"{name} project")
     session.add_all([org, project])
     session.flush()
-    slug = name.lower().replace(" ", "_")
-    accounts = [
-        add_social_account(
-            session,
-            org.id,
-            project.id,
-            platform,
-            f"{slug}_{platform}",
-            base_url=sandbox_url,
-        )
-        for platform in dict.fromkeys(platforms)
-    ]
+    slug = _slug(name)
+    accounts = []
+    for platform in wanted:
+        bound = (issued or {}).get(platform)
+        if bound is None:
+            account = add_social_account(
+                session, org.id, project.id, platform, f"{slug}_{platform}", base_url=sandbox_url
+            )
+        else:
+            account = add_issued_account(session, org.id, project.id, platform, bound)
+        accounts.append(account)
     extra = [
         add_social_account(
             session,

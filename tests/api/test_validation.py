@@ -204,6 +204,7 @@ VALIDATION_CASES = {
     "posts naive since": ("GET", POSTS, _query(since="2031-01-02T00:00:00"), "since"),
     "posts bad status": ("GET", POSTS, _query(status="scheduled"), "status[0]"),
     "accounts bad platform": ("GET", ACCOUNTS, _query(platform="myspace"), "platform"),
+    "accounts bad status": ("GET", ACCOUNTS, _query(status="banned"), "status"),
     "accounts limit 0": ("GET", ACCOUNTS, _query(limit=0), "limit"),
     "accounts limit 101": ("GET", ACCOUNTS, _query(limit=101), "limit"),
     "accounts bad cursor": ("GET", ACCOUNTS, _query(cursor=_b64("nope")[:-1]), "cursor"),

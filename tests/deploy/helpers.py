@@ -53,8 +53,12 @@ NON_SETTINGS_ENV = {
     "PIP_DISABLE_PIP_VERSION_CHECK": "pip, in the image's build steps",
     "PIP_NO_INPUT": "pip, in the image's build steps",
 }
-# Variables the compose file is interpolated with here: the two it requires.
-COMPOSE_SAMPLE_ENV = {"POSTGRES_PASSWORD": "pg-secret-1", "FLOWER_PASSWORD": "flower-secret-1"}
+# Variables the compose file is interpolated with here: the three it requires.
+COMPOSE_SAMPLE_ENV = {
+    "POSTGRES_PASSWORD": "pg-secret-1",
+    "FLOWER_PASSWORD": "flower-secret-1",
+    "CREDENTIAL_KEYS": "m6w2rJ0cQpVY1c4kMx5o0WcYhZJ8s3n1a2B9fE7dK4U=",
+}
 
 
 def _parse_cli(argv: list[str]) -> Any:

@@ -71,6 +71,7 @@ def test_compose_environment_is_settings() -> None:
     settings = Settings(**{k.lower(): v for k, v in env.items()})
     assert settings.environment == "production"
     assert settings.flower_password == COMPOSE_SAMPLE_ENV["FLOWER_PASSWORD"]
+    assert settings.credential_keys == COMPOSE_SAMPLE_ENV["CREDENTIAL_KEYS"]
     # The URLs point at the compose services, with the credentials postgres is started with.
     db = make_url(settings.database_url)
     pg = services["postgres"]["environment"]
@@ -117,7 +118,14 @@ def test_environment_is_settings(rendered: dict[str, list[dict[str, Any]]], name
     assert names <= SETTINGS_ENV, f"not settings: {names - SETTINGS_ENV}"
     # The ConfigMap and the Secret make one valid Settings. Production ships no Secret: use
     # values of the shape the operator creates.
-    secret_data = secrets[0]["stringData"] if secrets else {"FLOWER_PASSWORD": "s3cret-Value"}
+    secret_data = (
+        secrets[0]["stringData"]
+        if secrets
+        else {
+            "FLOWER_PASSWORD": "s3cret-Value",
+            "CREDENTIAL_KEYS": COMPOSE_SAMPLE_ENV["CREDENTIAL_KEYS"],
+        }
+    )
     Settings(**{k.lower(): v for k, v in {**config, **secret_data}.items()})
 
 

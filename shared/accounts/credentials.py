@@ -1,0 +1,87 @@
+"""Social-account credentials at rest: JSON sealed with Fernet under CREDENTIAL_KEYS, the first
+key encrypting and every one decrypting, so that keys rotate without a moment unreadable."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.kit.errors import PublisherError
+from shared.kit.settings import Settings, get_settings
+from shared.models import SocialAccount
+
+
+class CredentialsUnreadable(PublisherError):
+    """Sealed credentials that none of CREDENTIAL_KEYS opens."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a platform needs to act for an account; kept out of reprs, so out of logs."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+
+
+def _keys(settings: Settings | None) -> list[Fernet]:
+    return [Fernet(key) for key in (settings or get_settings()).credential_key_list]
+
+
+def seal(creds: Credentials, settings: Settings | None = None) -> bytes:
+    """The credentials as JSON, encrypted with the first of CREDENTIAL_KEYS."""
+    payload = {"accessToken": creds.access_token, "refreshToken": creds.refresh_token}
+    return _keys(settings)[0].encrypt(json.dumps(payload).encode())
+
+
+def _unreadable(what: str) -> CredentialsUnreadable:
+    return CredentialsUnreadable(
+        f"{what} opens with none of CREDENTIAL_KEYS: was the key that sealed it dropped "
+        "before `publisher accounts reencrypt` ran?"
+    )
+
+
+def unseal(blob: bytes, settings: Settings | None = None) -> Credentials:
+    """The credentials in a sealed blob; any of CREDENTIAL_KEYS opens it."""
+    try:
+        payload = json.loads(MultiFernet(_keys(settings)).decrypt(blob))
+    except InvalidToken:
+        raise _unreadable("a sealed credential") from None
+    return Credentials(payload["accessToken"], payload.get("refreshToken"))
+
+
+def _opens(key: Fernet, blob: bytes) -> bool:
+    try:
+        key.decrypt(blob)
+    except InvalidToken:
+        return False
+    return True
+
+
+def reencrypt_all(session: Session, settings: Settings | None = None) -> int:
+    """Seal every account's credentials anew with the first key; the number of rows changed
+    (those under another key: a second run changes none)."""
+    keys = _keys(settings)
+    rotator = MultiFernet(keys)
+    changed = 0
+    accounts = session.scalars(
+        select(SocialAccount)
+        .where(SocialAccount.credentials.is_not(None))
+        .order_by(SocialAccount.id)
+        .with_for_update()
+    ).all()
+    for account in accounts:
+        blob = account.credentials
+        assert blob is not None
+        if _opens(keys[0], blob):
+            continue
+        try:
+            account.credentials = rotator.rotate(blob)
+        except InvalidToken:
+            raise _unreadable(f"the credential of account {account.id}") from None
+        changed += 1
+    session.flush()
+    return changed
