@@ -23,7 +23,14 @@ from chaos.load import Client, Load, Plan, parse
 from chaos.options import PLATFORM_FAULTS
 from harness.stack import Stack, wait_until
 from shared.kit.db import drop_database
-from shared.models import TERMINAL, AuditLog, ScheduledPost
+from shared.models import (
+    INSTAGRAM_ADAPTER,
+    TERMINAL,
+    AuditLog,
+    ContentContainer,
+    ScheduledPost,
+    SocialAccount,
+)
 
 # Short leases and graces so recovery from each fault shows within seconds, not minutes.
 CHAOS_ENV = {
@@ -102,6 +109,51 @@ def read_ledger(history: History, sandbox_url: str) -> None:
         for e in body["posts"]
     ]
     history.ledger_requests = int(body["requests"])
+
+
+def instagram_keys(database_url: str, post_ids: list[str]) -> dict[tuple[str, str], str]:
+    """(Instagram user id, caption) -> post id for these posts. With no idempotency key on
+    Instagram, this is how a ledger entry is matched to its post: the harness makes each
+    caption unique per account."""
+    db = create_engine(database_url)
+    keys: dict[tuple[str, str], str] = {}
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(
+                ScheduledPost.id,
+                ScheduledPost.caption_override,
+                ContentContainer.caption,
+                SocialAccount.platform_user_id,
+            )
+            .join(ContentContainer, ContentContainer.id == ScheduledPost.container_id)
+            .join(SocialAccount, SocialAccount.id == ScheduledPost.social_account_id)
+            .where(ScheduledPost.id.in_(post_ids), SocialAccount.adapter == INSTAGRAM_ADAPTER)
+        ).all()
+    db.dispose()
+    for post_id, override, caption, user_id in rows:
+        key = (str(user_id), override if override is not None else caption)
+        if key in keys:
+            raise ValueError(f"two posts share account and caption {key}: cannot match them")
+        keys[key] = post_id
+    return keys
+
+
+def read_instagram_ledger(
+    history: History, instagram_url: str, keys: dict[tuple[str, str], str]
+) -> None:
+    """The Instagram emulator's public posts into the history, each under the id of the post
+    with its account and caption (an entry matching none keeps a key no post has)."""
+    body = httpx.get(f"{instagram_url.rstrip('/')}/ledger", timeout=60).json()
+    entries = [
+        LedgerEntry(
+            keys.get((e["accountId"], e["caption"]), f"unmatched:{e['accountId']}:{e['caption']}"),
+            e["externalId"],
+            parse(e["receivedAt"]),
+        )
+        for e in body["posts"]
+    ]
+    history.ledger += entries
+    history.ledger_requests += len(entries)
 
 
 def _pct(values: list[float], q: float) -> float:

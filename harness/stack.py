@@ -4,6 +4,7 @@ workers and beat. Used by the integration tests, chaos runs and benchmarks."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -112,6 +113,9 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     api_port: int = field(default_factory=free_port)
     sandbox_port: int = field(default_factory=free_port)
+    instagram_port: int = field(default_factory=free_port)
+    # Flags of `publisher emulator instagram` (e.g. ["--video-processing-s", "3"]).
+    instagram_flags: list[str] = field(default_factory=list)
     api_metrics_port: int = field(default_factory=free_port)
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-it-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -141,6 +145,20 @@ class Stack:
         """Arm failpoints (name=seconds) in every worker; arm() with nothing disarms all."""
         self.failpoints.write_text("".join(f"{k}={v}\n" for k, v in points.items()))
 
+    def failpoint_pid(self, name: str, post_id: str, timeout: float = 20) -> int:
+        """The pid of the worker process that reached failpoint `name` for this post."""
+        pattern = re.compile(rf"failpoint {name} post={re.escape(post_id)} pid=(\d+)")
+
+        def find() -> int | None:
+            for log in self.logdir.glob("worker*.log"):
+                m = pattern.search(log.read_text(errors="replace"))
+                if m:
+                    return int(m.group(1))
+            return None
+
+        pid: int = wait_until(find, timeout, what=f"failpoint {name}")
+        return pid
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
@@ -149,12 +167,17 @@ class Stack:
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.sandbox_port}"
 
+    @property
+    def instagram_url(self) -> str:
+        return f"http://127.0.0.1:{self.instagram_port}"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
             SANDBOX_URL=self.sandbox_url,
+            INSTAGRAM_API_URL=self.instagram_url,
             ENVIRONMENT="test",
             STATE_DIR=str(self.logdir),
             FAILPOINTS_FILE=str(self.failpoints),
@@ -212,6 +235,14 @@ class Stack:
         self.redis.start()
         self.spawn("sandbox", "sandbox", "--port", str(self.sandbox_port))
         self.spawn(
+            "instagram",
+            "emulator",
+            "instagram",
+            "--port",
+            str(self.instagram_port),
+            *self.instagram_flags,
+        )
+        self.spawn(
             "api",
             "api",
             "--port",
@@ -226,6 +257,11 @@ class Stack:
         self.spawn("beat", "beat")
         wait_until(
             lambda: httpx.get(f"{self.sandbox_url}/healthz").status_code == 200, 30, what="sandbox"
+        )
+        wait_until(
+            lambda: httpx.get(f"{self.instagram_url}/healthz").status_code == 200,
+            30,
+            what="instagram emulator",
         )
         wait_until(lambda: httpx.get(f"{self.api_url}/readyz").status_code == 200, 30, what="api")
         return self
@@ -290,3 +326,16 @@ class Stack:
         """An empty ledger and every fault knob at its default (sandbox/faults.py)."""
         httpx.post(f"{self.sandbox_url}/ledger/reset").raise_for_status()
         httpx.post(f"{self.sandbox_url}/faults/reset").raise_for_status()
+
+    def instagram_ledger(self) -> list[dict[str, Any]]:
+        """Every public post the Instagram emulator made."""
+        posts: list[dict[str, Any]] = httpx.get(f"{self.instagram_url}/ledger").json()["posts"]
+        return posts
+
+    def set_instagram_faults(self, **faults: Any) -> None:
+        httpx.put(f"{self.instagram_url}/faults", json=faults).raise_for_status()
+
+    def reset_instagram(self) -> None:
+        """No posts, containers or quota used, and every knob at its default."""
+        httpx.post(f"{self.instagram_url}/ledger/reset").raise_for_status()
+        httpx.post(f"{self.instagram_url}/faults/reset").raise_for_status()

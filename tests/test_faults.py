@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -58,20 +57,6 @@ def _settle(stack: Stack, ids: list[str], timeout: float = 60) -> dict[str, Sche
     return rows
 
 
-def _failpoint_pid(stack: Stack, name: str, post_id: str, timeout: float = 20) -> int:
-    pattern = re.compile(rf"failpoint {name} post={re.escape(post_id)} pid=(\d+)")
-
-    def find() -> int | None:
-        for log in stack.logdir.glob("worker*.log"):
-            m = pattern.search(log.read_text(errors="replace"))
-            if m:
-                return int(m.group(1))
-        return None
-
-    pid: int = wait_until(find, timeout, what=f"failpoint {name}")
-    return pid
-
-
 def _held_task_ids(stack: Stack) -> set[str]:
     """Ids of the tasks whose messages a worker has received and not acked yet: the Redis
     transport keeps each in the broker's `unacked` hash until the task has run."""
@@ -98,7 +83,7 @@ def test_worker_killed_at_a_protocol_step(
     the upload before recording: the post still goes out, exactly once."""
     stack.arm(**{point: 60})
     post_id = _one_post(api, live_tenant)
-    pid = _failpoint_pid(stack, point, post_id)
+    pid = stack.failpoint_pid(point, post_id)
     stack.arm()
     os.kill(pid, signal.SIGKILL)
     rows = _settle(stack, [post_id], timeout=40)

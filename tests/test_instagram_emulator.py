@@ -7,11 +7,9 @@ import argparse
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 import sandbox.instagram
@@ -28,6 +25,7 @@ from harness.stack import ROOT
 from sandbox.faults import Knob
 from sandbox.instagram import create_app
 from sandbox.instagram_faults import DEFAULTS, KNOBS, InstagramFaults
+from tests.emulators import served_instagram
 
 DAY = 86_400.0
 # Newlines, emoji, a hashtag, a mention, markup and trailing space: stored verbatim.
@@ -981,23 +979,8 @@ def test_unseeded_faults_are_random() -> None:
 
 @contextmanager
 def _live(**knobs: Any) -> Iterator[str]:
-    app = create_app(InstagramFaults(**knobs))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not server.started:
-        assert time.monotonic() < deadline, "the emulator did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
+    with served_instagram(**knobs) as served:
+        yield served.url
 
 
 @pytest.fixture

@@ -1,9 +1,13 @@
-"""Platform error classification and the upload retry loop, with a scripted platform."""
+"""Platform error classification (HTTP statuses and Graph codes) and the publish retry loop,
+with a scripted platform."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -11,14 +15,27 @@ import pytest
 from shared.kit.settings import Settings
 from shared.publishing.platforms import (
     PlatformError,
+    Preparation,
     Uploaded,
     UploadPayload,
     classify_exception,
+    classify_graph,
     classify_response,
 )
-from shared.publishing.protocol import _Failure, upload_with_retries
+from shared.publishing.protocol import (
+    Prepared,
+    Publication,
+    _Failure,
+    _Lease,
+    publish_with_retries,
+)
 
-FAST = Settings(platform_backoff_base_s=0, platform_backoff_cap_s=0, platform_max_tries=4)
+FAST = Settings(
+    platform_backoff_base_s=0,
+    platform_backoff_cap_s=0,
+    platform_max_tries=4,
+    platform_timeout_s=0.05,
+)
 PAYLOAD = UploadPayload(
     "sa_1", "tiktok", "publish", "hi", [{"url": "https://x", "type": "video"}], None
 )
@@ -75,6 +92,7 @@ class Scripted:
     lookups: list[Uploaded | PlatformError | None] = field(default_factory=list)
     upload_calls: int = 0
     lookup_calls: int = 0
+    idempotent: bool = True
 
     @staticmethod
     def _next(script: Iterator[Uploaded | PlatformError | None]) -> Uploaded | None:
@@ -83,15 +101,35 @@ class Scripted:
             raise item
         return item
 
-    def upload(self, idempotency_key: str, payload: UploadPayload) -> Uploaded:
+    def prepare(
+        self, key: str, payload: UploadPayload, wait: Callable[[float], bool]
+    ) -> Preparation | None:
+        return Preparation()
+
+    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
         self.upload_calls += 1
         result = self._next(iter(self.uploads[self.upload_calls - 1 :]))
         assert result is not None
         return result
 
-    def lookup(self, idempotency_key: str) -> Uploaded | None:
+    def lookup(
+        self, key: str, payload: UploadPayload, handle: str | None, since: datetime
+    ) -> Uploaded | None:
         self.lookup_calls += 1
         return self._next(iter(self.lookups[self.lookup_calls - 1 :]))
+
+
+class _HeldLease(_Lease):
+    """A lease that never runs out: the loop under test, without the database."""
+
+    def renew(self) -> bool:
+        return True
+
+
+def upload_with_retries(p: Scripted, key: str, payload: UploadPayload, settings: Settings) -> Any:
+    prepared = Prepared(payload, p, "sa_1")
+    pub = Publication(key, None, datetime.now(UTC))
+    return publish_with_retries(prepared, pub, settings, _HeldLease(key, 1, "w", settings))
 
 
 def test_transient_errors_retry_then_succeed() -> None:
@@ -138,3 +176,60 @@ def test_exhausted_transients_check_once_more_then_fail() -> None:
 def test_exhausted_transients_but_the_post_landed() -> None:
     p = Scripted([_transient()] * FAST.platform_max_tries, lookups=[OK])
     assert upload_with_retries(p, "sp_1", PAYLOAD, FAST) == OK
+
+
+def test_a_refusal_after_an_ambiguous_try_is_checked_first() -> None:
+    """ "Already published" after a lost answer: the lookup finds the post, not a failure."""
+    refused = PlatformError("already published", transient=False, platform_code="100")
+    p = Scripted([_transient(ambiguous=True), refused], lookups=[None, OK])
+    assert upload_with_retries(p, "sp_1", PAYLOAD, FAST) == OK
+    assert (p.upload_calls, p.lookup_calls) == (2, 2)
+
+
+def test_without_an_idempotency_key_the_call_settles_before_the_lookup() -> None:
+    """A real platform's ambiguous publish is asked about only after its timeout passed."""
+    settings = Settings(platform_backoff_base_s=0, platform_backoff_cap_s=0, platform_timeout_s=0.3)
+    p = Scripted([_transient(ambiguous=True)], lookups=[OK], idempotent=False)
+    started = time.monotonic()
+    assert upload_with_retries(p, "sp_1", PAYLOAD, settings) == OK
+    assert time.monotonic() - started >= 0.3
+
+
+def _graph(status: int, **error: Any) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"message": "m", "type": "T", **error}})
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        # code / subcode -> (transient, ambiguous, new_handle, token_invalid, failure_code)
+        (_graph(400, code=4), (True, False, False, False, None)),
+        (_graph(400, code=17), (True, False, False, False, None)),
+        (_graph(400, code=32), (True, False, False, False, None)),
+        (_graph(400, code=613), (True, False, False, False, None)),
+        (_graph(400, code=190), (False, False, False, True, "ACCOUNT_REAUTH_REQUIRED")),
+        (
+            _graph(400, code=190, error_subcode=463),
+            (False, False, False, True, "ACCOUNT_REAUTH_REQUIRED"),
+        ),
+        (_graph(400, code=9007, error_subcode=2207027), (True, False, False, False, None)),
+        (_graph(400, code=-2, error_subcode=2207020), (True, False, True, False, None)),
+        (_graph(400, code=-1, error_subcode=2207032), (True, False, True, False, None)),
+        (_graph(400, code=-1, error_subcode=2207053), (True, False, True, False, None)),
+        (
+            _graph(400, code=9, error_subcode=2207042),
+            (False, False, False, False, "PLATFORM_QUOTA_EXHAUSTED"),
+        ),
+        (
+            _graph(500, code=2, error_subcode=2207001, is_transient=True),
+            (True, True, False, False, None),
+        ),
+        (_graph(400, code=100), (False, False, False, False, None)),
+        (httpx.Response(502, text="<html>502</html>"), (True, True, False, False, None)),
+        (httpx.Response(503, text="down"), (True, False, False, False, None)),
+    ],
+)
+def test_graph_classification(response: httpx.Response, expected: tuple[Any, ...]) -> None:
+    err = classify_graph(response)
+    got = (err.transient, err.ambiguous, err.new_handle, err.token_invalid, err.failure_code)
+    assert got == expected

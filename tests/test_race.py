@@ -2,9 +2,13 @@
 then HTTP cancels against real worker processes; the invariants of docs/design.md checked by
 the chaos checker.
 
-Checked by hand: with the row locks taken out of shared/publishing/posts.py both tests fail. The
-transition race then reports ~160 uploads after a 200 cancel, double uploads and posts stuck
-in publishing; the HTTP race 14-21 uploads after a 200 cancel per run."""
+Checked by hand: with the row locks taken out of shared/publishing/posts.py the transition
+races and the sandbox HTTP race fail. The transition race then reports ~160 uploads after a
+200 cancel, double uploads and posts stuck in publishing; the Instagram transition race 8
+uploads after a 200 cancel; the HTTP race 1-21 per run. The Instagram HTTP race still passes
+without the locks: its stack's 5 s lease is shorter than a platform call's timeout plus the
+margin, so the worker renews (and so re-checks its token) just before `media_publish`, a
+second guard that the transition race's 60 s lease leaves out."""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,19 +29,25 @@ from sqlalchemy import select
 
 from chaos.checker import check, explain
 from chaos.history import Call, History, LedgerEntry
-from chaos.run import read_ledger, read_state
+from chaos.run import instagram_keys, read_instagram_ledger, read_ledger, read_state
 from harness.stack import Stack, wait_until
 from shared.content.containers import create_container, get_project
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
-from shared.kit.settings import Settings
+from shared.kit.settings import Settings, get_settings
 from shared.models import TERMINAL, ScheduledPost, SocialAccount
 from shared.publishing import posts
-from shared.publishing.platforms import PlatformAdapter, Uploaded, UploadPayload
+from shared.publishing.platforms import PlatformAdapter, Preparation, Uploaded, UploadPayload
 from shared.publishing.posts import CancelResult
 from shared.publishing.protocol import run_publish
 from shared.publishing.usecases import cancel_post
 from tests.conftest import TEST_DATABASE_URL
+from tests.emulators import (
+    due_post,
+    instagram_tenant,
+    more_instagram_accounts,
+    served_instagram,
+)
 from tests.factories import TenantFixture, iso_ms, make_tenant, upload
 
 SETTINGS = Settings(lease_s=60)
@@ -71,15 +83,23 @@ class CountingPlatform:
     """A platform adapter that records every upload and never fails."""
 
     ledger: Ledger
+    idempotent = True
 
-    def upload(self, idempotency_key: str, payload: UploadPayload) -> Uploaded:
-        self.ledger.upload(idempotency_key)
-        return Uploaded(f"ext-{idempotency_key}", None)
+    def prepare(
+        self, key: str, payload: UploadPayload, wait: Callable[[float], bool]
+    ) -> Preparation | None:
+        return Preparation()
 
-    def lookup(self, idempotency_key: str) -> Uploaded | None:
+    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
+        self.ledger.upload(key)
+        return Uploaded(f"ext-{key}", None)
+
+    def lookup(
+        self, key: str, payload: UploadPayload, handle: str | None, since: datetime
+    ) -> Uploaded | None:
         with self.ledger.lock:
-            found = idempotency_key in self.ledger.uploads
-        return Uploaded(f"ext-{idempotency_key}", None) if found else None
+            found = key in self.ledger.uploads
+        return Uploaded(f"ext-{key}", None) if found else None
 
 
 def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
@@ -191,19 +211,80 @@ def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
     assert len(won) - len(won_after_claim) > 0, "no cancel won before the claim"
 
 
-@pytest.mark.integration
-def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None:
-    """200 posts due at the same instant, two worker processes claiming them, and 16 client
-    threads cancelling each one, at a moment spread around that instant or as soon as a
-    worker is seen to claim it (16 more threads).
+def test_cancel_races_the_instagram_publish_on_the_transitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product's publish use case with the real Instagram adapter (container, poll,
+    quota, media_publish) against the emulator, each post raced by one cancel aimed at its
+    point of no return: one container poll (0.25 s) after the claim, where a 20 ms failpoint
+    holds the row lock. With no idempotency key, only the lock decides."""
+    points = tmp_path / "failpoints"
+    points.write_text("at_point_of_no_return=0.02\n")
+    monkeypatch.setattr(get_settings(), "failpoints_file", str(points))
+    with served_instagram(image_processing_s=0.05, quota_total=1000, seed=3) as ig:
+        tenant = instagram_tenant("IgThreads", ig.url)
+        accounts = [tenant.accounts["instagram"], *more_instagram_accounts(tenant, ig.url, 4)]
+        batch = [
+            due_post(tenant, f"thread race {i}", account_id=a) for i in range(24) for a in accounts
+        ]
+        rng = random.Random(5)
+        delays = {pid: rng.uniform(0.15, 0.45) for pid, _ in batch}
+        results: dict[str, tuple[float, float, int]] = {}
+        outcomes: Counter[str] = Counter()
 
-    Preparing a payload takes a millisecond here, so a cancel rarely lands between a claim
-    and the point of no return; a 12 ms failpoint there stands in for a real platform's
-    prepare step (fetching media metadata, say) and gives the lock something to decide."""
-    stack.arm(after_claim=0.012)
-    tenant = make_tenant("Racer", sandbox_url=stack.sandbox_url, extra_accounts=50)
-    containers = [upload(api, tenant, caption=f"wave {i}") for i in range(4)]
-    instant = utcnow().replace(microsecond=0) + timedelta(seconds=4)
+        def worker(post_id: str, token: int) -> None:
+            outcomes[run_publish(post_id, token, "w", settings=SETTINGS).value] += 1
+
+        def canceller(post_id: str) -> None:
+            results[post_id] = _cancel_side(tenant, post_id, delays[post_id])
+
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            futures = []
+            for post_id, token in batch:
+                futures.append(pool.submit(worker, post_id, token))
+                futures.append(pool.submit(canceller, post_id))
+            for f in futures:
+                f.result()
+        history = History()
+        for pid, (sent, answered, code) in results.items():
+            history.record(Call("cancel", pid, sent, answered, code, reason=REASON))
+        ids = [pid for pid, _ in batch]
+        read_instagram_ledger(history, ig.url, instagram_keys(TEST_DATABASE_URL, ids))
+    read_state(history, ids, TEST_DATABASE_URL)
+    _assert_invariants(history)
+    won = {pid for pid, (_, _, code) in results.items() if code == 200}
+    lost = {pid for pid, (_, _, code) in results.items() if code == 409}
+    claimed = _won_after_claim(won)
+    print(
+        f"\n{len(batch)} Instagram races: {len(won)} cancels won ({len(claimed)} after the "
+        f"claim), {len(lost)} lost to media_publish; worker outcomes {dict(outcomes)}"
+    )
+    assert claimed, "no cancel landed while a container processed"
+    assert lost, "no cancel lost to a media_publish"
+
+
+def _won_after_claim(won: set[str]) -> set[str]:
+    """Of these canceled posts, the ones a worker had claimed first."""
+    with new_session() as session:
+        return set(
+            session.scalars(
+                select(ScheduledPost.id).where(
+                    ScheduledPost.id.in_(won), ScheduledPost.attempted_at.is_not(None)
+                )
+            )
+        )
+
+
+def _at_one_instant(
+    api: httpx.Client,
+    tenant: TenantFixture,
+    containers: list[str],
+    accounts: list[str],
+    lead_s: float,
+) -> tuple[list[str], datetime]:
+    """Every container scheduled on every account for one instant `lead_s` from now: the
+    posts' ids, and the instant as stored (whole seconds), which is what workers claim at."""
+    instant = utcnow().replace(microsecond=0) + timedelta(seconds=lead_s)
     post_ids: list[str] = []
     for cid in containers:
         r = api.post(
@@ -211,22 +292,33 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
             headers=tenant.headers,
             json={
                 "scheduledFor": iso_ms(instant),
-                "targets": [{"socialAccountId": a} for a in tenant.extra_accounts],
+                "targets": [{"socialAccountId": a} for a in accounts],
             },
         )
         assert r.status_code == 201, r.text
         post_ids += [p["id"] for p in r.json()["items"]]
-        # The stored instant (whole seconds) is what the workers claim at.
         instant = datetime.fromisoformat(
             r.json()["items"][0]["scheduledFor"].replace("Z", "+00:00")
         )
-    assert len(post_ids) == 200
+    return post_ids, instant
 
+
+def _race_cancels(
+    stack: Stack,
+    tenant: TenantFixture,
+    post_ids: list[str],
+    instant: datetime,
+    spread_s: float = 2.5,
+    react_s: tuple[float, float] = (0.0, 0.0),
+) -> list[Call]:
+    """Cancel every post over HTTP, at a planned moment up to `spread_s` after `instant` or
+    a moment drawn from `react_s` after a worker is seen to claim it; then wait until all are
+    terminal. The cancels' calls."""
     # Half the posts get a cancel at a planned moment around the instant; the other half get
     # one the moment a worker is seen to claim them, aimed at the window before the upload.
     rng = random.Random(11)
     planned = set(rng.sample(post_ids, len(post_ids) // 2))
-    plan = {pid: rng.uniform(-0.1, 2.5) for pid in planned}
+    plan = {pid: rng.uniform(-0.1, spread_s) for pid in planned}
     calls: list[Call] = []
 
     http = httpx.Client(base_url=stack.api_url, timeout=30, limits=httpx.Limits(max_connections=32))
@@ -238,6 +330,10 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
         )
         assert r.status_code in (200, 409), r.text
         calls.append(Call("cancel", pid, sent, time.time(), r.status_code, reason=REASON))
+
+    def after_the_claim(pid: str, delay: float) -> None:
+        time.sleep(delay)
+        cancel(pid)
 
     def at_planned_time(pid: str) -> None:
         delay = (instant + timedelta(seconds=plan[pid]) - utcnow()).total_seconds()
@@ -259,8 +355,8 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
                         )
                     )
                 )
-            for pid in seen:
-                futures.append(pool.submit(cancel, pid))
+            for pid in sorted(seen):
+                futures.append(pool.submit(after_the_claim, pid, rng.uniform(*react_s)))
             waiting -= seen
             time.sleep(0.01)
         for f in futures:
@@ -279,22 +375,34 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
             return rows
         return None
 
-    wait_until(all_terminal, 60, interval=0.5, what="all posts terminal")
+    wait_until(all_terminal, 90, interval=0.5, what="all posts terminal")
+    return calls
+
+
+@pytest.mark.integration
+def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None:
+    """200 posts due at the same instant, two worker processes claiming them, and 16 client
+    threads cancelling each one, at a moment spread around that instant or as soon as a
+    worker is seen to claim it (16 more threads).
+
+    Preparing a payload takes a millisecond here, so a cancel rarely lands between a claim
+    and the point of no return; a 12 ms failpoint there stands in for a real platform's
+    prepare step (fetching media metadata, say) and gives the lock something to decide."""
+    stack.arm(after_claim=0.012)
+    tenant = make_tenant("Racer", sandbox_url=stack.sandbox_url, extra_accounts=50)
+    containers = [upload(api, tenant, caption=f"wave {i}") for i in range(4)]
+    post_ids, instant = _at_one_instant(api, tenant, containers, tenant.extra_accounts, 4)
+    assert len(post_ids) == 200
+
+    calls = _race_cancels(stack, tenant, post_ids, instant)
     history = History(calls=calls)
     read_ledger(history, stack.sandbox_url)
     read_state(history, post_ids, TEST_DATABASE_URL)
     _assert_invariants(history)
-    won = [c.post_id for c in calls if c.status == 200]
-    lost = [c.post_id for c in calls if c.status == 409]
+    won = {c.post_id for c in calls if c.status == 200 and c.post_id}
+    lost = {c.post_id for c in calls if c.status == 409}
     stack.arm()
-    with new_session() as session:
-        claimed = set(
-            session.scalars(
-                select(ScheduledPost.id).where(
-                    ScheduledPost.id.in_(won), ScheduledPost.attempted_at.is_not(None)
-                )
-            )
-        )
+    claimed = _won_after_claim(won)
     print(
         f"\n200 HTTP races: {len(won)} cancels won ({len(claimed)} after the claim), "
         f"{len(lost)} lost to the upload"
@@ -303,3 +411,43 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
     assert won and lost, (
         f"the cancels did not straddle the claims: {len(won)} won, {len(lost)} lost"
     )
+
+
+@pytest.mark.integration
+def test_http_cancels_race_real_workers_on_instagram(stack: Stack, api: httpx.Client) -> None:
+    """The same race on the Instagram emulator, where nothing dedupes a publish: 200 posts (20
+    captions on 10 accounts) due at one instant. Each waits for its container to finish
+    between the claim and the point of no return, so cancels land in that window without a
+    failpoint. The checker matches the ledger to posts by account and caption."""
+    stack.reset_instagram()
+    stack.set_instagram_faults(quota_total=1000, image_processing_s=0.05, video_processing_s=0.3)
+    tenant = instagram_tenant("IgRacer", stack.instagram_url)
+    accounts = [tenant.accounts["instagram"]]
+    accounts += more_instagram_accounts(tenant, stack.instagram_url, 9)
+    containers = [upload(api, tenant, caption=f"ig wave {i}") for i in range(20)]
+    post_ids, instant = _at_one_instant(api, tenant, containers, accounts, 6)
+    assert len(post_ids) == 200
+    assert utcnow() < instant, "scheduling took longer than the lead; raise it"
+
+    # Planned cancels spread over the time the two nodes take to publish all 200, so many
+    # land after a media_publish began; the others aimed at the point of no return, which
+    # comes one container poll (0.25 s) after the claim.
+    # A 20 ms failpoint inside the point of no return's transaction, under the row lock,
+    # gives the cancels aimed there something to decide.
+    stack.arm(at_point_of_no_return=0.02)
+    calls = _race_cancels(stack, tenant, post_ids, instant, spread_s=12, react_s=(0.22, 0.32))
+    stack.arm()
+    history = History(calls=calls)
+    read_instagram_ledger(history, stack.instagram_url, instagram_keys(TEST_DATABASE_URL, post_ids))
+    read_state(history, post_ids, TEST_DATABASE_URL)
+    _assert_invariants(history)
+    won = {c.post_id for c in calls if c.status == 200 and c.post_id}
+    lost = {c.post_id for c in calls if c.status == 409}
+    claimed = _won_after_claim(won)
+    print(
+        f"\n200 Instagram races: {len(won)} cancels won ({len(claimed)} while the container "
+        f"processed), {len(lost)} lost to media_publish; {len(history.ledger)} public posts"
+    )
+    assert claimed, "no cancel landed while a container processed"
+    assert lost, "no cancel lost to a media_publish; the race did not race"
+    assert len(history.ledger) == len(lost)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Final, Protocol
 
 import httpx
 
@@ -26,12 +28,41 @@ class Uploaded:
     external_url: str | None
 
 
+@dataclass(frozen=True)
+class Quota:
+    """An account's publishing quota as the platform reported it before the upload."""
+
+    usage: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What the reversible work before the point of no return made: the platform's handle
+    for the post (Instagram's container id; None where none is needed) and the quota read."""
+
+    handle: str | None = None
+    quota: Quota | None = None
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """A refreshed access token (and refresh token, where the platform rotates them)."""
+
+    access_token: str
+    refresh_token: str | None
+    expires_in: float
+
+
 class PlatformError(Exception):
     """A failed platform call, classified.
 
-    transient: worth retrying under the same idempotency key.
+    transient: worth retrying (the same call, or the same step).
     ambiguous: the platform may have acted (lost response, timeout after sending): resolve
-    by looking the key up, never by guessing.
+    by looking the post up, never by guessing.
+    new_handle: the handle is spent (an expired or failed container): prepare a new one.
+    token_invalid: the account's token no longer works; the user must reconnect.
+    failure_code: the post's `lastError.code` if this ends it (PLATFORM_REJECTED if unset).
     """
 
     def __init__(
@@ -43,6 +74,9 @@ class PlatformError(Exception):
         retry_after: float | None = None,
         platform_code: str | None = None,
         status: int | None = None,
+        new_handle: bool = False,
+        token_invalid: bool = False,
+        failure_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.transient = transient
@@ -50,6 +84,9 @@ class PlatformError(Exception):
         self.retry_after = retry_after
         self.platform_code = platform_code
         self.status = status
+        self.new_handle = new_handle
+        self.token_invalid = token_invalid
+        self.failure_code = failure_code
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -107,24 +144,106 @@ def classify_exception(exc: httpx.HTTPError) -> PlatformError:
     )
 
 
+# Graph error codes (PLATFORMS.md): rate limits, retried later; the token; spent containers.
+GRAPH_RATE_LIMIT_CODES: Final = frozenset({4, 17, 32, 613, 80002})
+GRAPH_TOKEN_INVALID: Final = 190
+GRAPH_NOT_READY: Final = 9007  # subcode 2207027: published before FINISHED
+GRAPH_QUOTA_SUBCODE: Final = 2207042
+GRAPH_SPENT_CONTAINER_SUBCODES: Final = frozenset({2207020, 2207032, 2207053})
+
+
+def classify_graph(response: httpx.Response) -> PlatformError:
+    """A Graph API error answer, by its documented `code` / `error_subcode`.
+
+    Rate limits and "not ready" retry later; 190 means the user must reconnect; an expired
+    or failed container needs a new one; the quota is final; a server error (or an answer
+    that is not Graph JSON at all, the sign of a lost response) may hide a success.
+    """
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        # No Graph body: an edge's 502/504 or a cut answer; the call may have landed.
+        return PlatformError(
+            f"platform answered {status} without a Graph error",
+            transient=True,
+            ambiguous=status not in {503, 429},
+            retry_after=_retry_after(response),
+            status=status,
+        )
+    code = error.get("code")
+    subcode = error.get("error_subcode")
+    label = f"{code}/{subcode}" if subcode is not None else str(code)
+    message = f"Instagram error {label}: {error.get('message', '')}"[:500]
+    common: dict[str, Any] = {"platform_code": label, "status": status}
+    if code in GRAPH_RATE_LIMIT_CODES:
+        return PlatformError(message, transient=True, retry_after=_retry_after(response), **common)
+    if code == GRAPH_TOKEN_INVALID:
+        return PlatformError(
+            message,
+            transient=False,
+            token_invalid=True,
+            failure_code="ACCOUNT_REAUTH_REQUIRED",
+            **common,
+        )
+    if code == GRAPH_NOT_READY:
+        return PlatformError(message, transient=True, **common)
+    if subcode == GRAPH_QUOTA_SUBCODE:
+        return PlatformError(
+            message, transient=False, failure_code="PLATFORM_QUOTA_EXHAUSTED", **common
+        )
+    if subcode in GRAPH_SPENT_CONTAINER_SUBCODES:
+        return PlatformError(message, transient=True, new_handle=True, **common)
+    if status >= 500 or error.get("is_transient") is True:
+        return PlatformError(message, transient=True, ambiguous=status != 503, **common)
+    return PlatformError(message, transient=False, **common)
+
+
 class PlatformAdapter(Protocol):
-    def upload(self, idempotency_key: str, payload: UploadPayload) -> Uploaded:
-        """Create the post (or return the one this key already made); raises PlatformError."""
+    """One account's platform, in the protocol's three steps (docs/design.md)."""
+
+    # True if the platform dedupes publishes by our key (the sandbox): a late-landing retry
+    # is then harmless. False for every real platform: an ambiguous publish is resolved only
+    # after its call's timeout has passed, so it cannot still land behind our back.
+    idempotent: bool
+
+    def prepare(
+        self, key: str, payload: UploadPayload, wait: Callable[[float], bool]
+    ) -> Preparation | None:
+        """Reversible work before the point of no return. `wait(s)` pauses and says whether
+        the post is still ours; None once it is not. Raises PlatformError."""
         ...
 
-    def lookup(self, idempotency_key: str) -> Uploaded | None:
-        """The post this key made, None if the platform confirms there is none."""
+    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
+        """The irreversible call. Raises PlatformError."""
+        ...
+
+    def lookup(
+        self, key: str, payload: UploadPayload, handle: str | None, since: datetime
+    ) -> Uploaded | None:
+        """The post this publish made; None if the platform confirms there is none."""
         ...
 
 
 class SandboxAdapter:
     """Speaks the sandbox platform's protocol (`POST /v1/posts` with `Idempotency-Key`)."""
 
+    idempotent = True
+
     def __init__(self, base_url: str, client: httpx.Client) -> None:
         self.base_url = base_url.rstrip("/")
         self.client = client
 
-    def upload(self, idempotency_key: str, payload: UploadPayload) -> Uploaded:
+    def prepare(
+        self, key: str, payload: UploadPayload, wait: Callable[[float], bool]
+    ) -> Preparation | None:
+        """Nothing to make first: the sandbox takes the whole post in one call."""
+        return Preparation()
+
+    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
         body = {
             "accountId": payload.account_id,
             "platform": payload.platform,
@@ -135,7 +254,7 @@ class SandboxAdapter:
         }
         try:
             response = self.client.post(
-                f"{self.base_url}/v1/posts", json=body, headers={"Idempotency-Key": idempotency_key}
+                f"{self.base_url}/v1/posts", json=body, headers={"Idempotency-Key": key}
             )
         except httpx.HTTPError as exc:
             raise classify_exception(exc) from exc
@@ -143,9 +262,11 @@ class SandboxAdapter:
             return _uploaded(response)
         raise classify_response(response)
 
-    def lookup(self, idempotency_key: str) -> Uploaded | None:
+    def lookup(
+        self, key: str, payload: UploadPayload, handle: str | None, since: datetime
+    ) -> Uploaded | None:
         try:
-            response = self.client.get(f"{self.base_url}/v1/posts/{idempotency_key}")
+            response = self.client.get(f"{self.base_url}/v1/posts/{key}")
         except httpx.HTTPError as exc:
             raise classify_exception(exc) from exc
         if response.status_code == 200:
@@ -166,11 +287,9 @@ def _uploaded(response: httpx.Response) -> Uploaded:
 _clients: dict[float, httpx.Client] = {}
 
 
-def adapter_for(adapter: str, base_url: str, timeout_s: float) -> PlatformAdapter:
-    """The adapter a social account is bound to; one pooled HTTP client per process."""
-    if adapter != "sandbox":
-        raise ValueError(f"unknown platform adapter {adapter!r}")
+def http_client(timeout_s: float) -> httpx.Client:
+    """One pooled HTTP client per process (and timeout) for every platform call."""
     client = _clients.get(timeout_s)
     if client is None:
         client = _clients[timeout_s] = httpx.Client(timeout=timeout_s)
-    return SandboxAdapter(base_url, client)
+    return client

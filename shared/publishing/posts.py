@@ -24,6 +24,7 @@ from shared.kit import ids
 from shared.kit.clock import ceil_second
 from shared.kit.errors import Conflict, NotFound, Validation
 from shared.models import (
+    INSTAGRAM_ADAPTER,
     SANDBOX_ADAPTER,
     TERMINAL,
     AuditLog,
@@ -34,6 +35,7 @@ from shared.models import (
     SocialAccount,
 )
 from shared.publishing import platform_rules
+from shared.publishing.platforms import Quota
 
 # An ETA task may fire a hair early (clock granularity, broker timers); never by more than this.
 EARLY_TOLERANCE = timedelta(milliseconds=50)
@@ -198,7 +200,7 @@ def schedule(
                 )
             seen_ids.add(t.scheduled_post_id)
         if t.social_account_id in accounts:
-            issues += _platform_issues(path, accounts[t.social_account_id].platform, container, t)
+            issues += _platform_issues(path, accounts[t.social_account_id], container, t)
     if issues:
         raise Validation(issues)
 
@@ -247,10 +249,14 @@ def schedule(
 
 
 def _platform_issues(
-    path: str, platform: str, container: ContentContainer, target: Target
+    path: str, account: SocialAccount, container: ContentContainer, target: Target
 ) -> list[dict[str, str]]:
     """What this target's platform would refuse, known now rather than at upload time."""
+    platform = account.platform
     issues = []
+    if target.mode == Mode.DRAFT and account.adapter == INSTAGRAM_ADAPTER:
+        # The Graph API publishes or does nothing: there is no draft to leave behind.
+        issues.append({"path": f"{path}.mode", "message": "instagram has no drafts; use publish"})
     overridden = target.caption_override is not None
     caption = target.caption_override if overridden else container.caption
     assert caption is not None
@@ -425,22 +431,100 @@ def _ours(post: ScheduledPost | None, token: int, owner: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Begin:
+    """The point of no return's verdict: true only if the upload may start."""
+
+    started: bool
+    quota_exhausted: bool = False
+
+    def __bool__(self) -> bool:
+        return self.started
+
+
 def begin_upload(
-    session: Session, post_id: str, token: int, owner: str, *, now: datetime, lease: timedelta
-) -> bool:
-    """The point of no return: True (and `upload_started_at` stamped) only if still ours.
+    session: Session,
+    post_id: str,
+    token: int,
+    owner: str,
+    *,
+    now: datetime,
+    lease: timedelta,
+    handle: str | None = None,
+    quota: Quota | None = None,
+    quota_read_at: datetime | None = None,
+) -> Begin:
+    """The point of no return: started (and `upload_started_at` stamped) only if still ours.
 
     A cancel that took the lock first has set `canceled` and bumped the token: we stop here
-    without uploading. From the commit of this stamp on, a cancel answers 409.
+    without uploading. From the commit of this stamp on, a cancel answers 409. The platform
+    handle prepare made is saved in the same commit, before the irreversible call.
+
+    With a `quota` read before this, the account's row lock serializes its posts here: the
+    platform's usage plus every publish of ours it may not count yet (in flight, or recorded
+    since the read) must leave a slot, else the post fails PLATFORM_QUOTA_EXHAUSTED now
+    rather than be refused after the point of no return.
     """
+    post = _lock_for_worker(session, post_id)
+    if not _ours(post, token, owner):
+        return Begin(False)
+    assert post is not None
+    if post.upload_started_at is None:  # else a retried commit: keep the first stamp
+        if quota is not None and quota_read_at is not None:
+            used = quota.usage + _unreported_publishes(session, post, quota_read_at)
+            if used >= quota.total:
+                _fail(
+                    post,
+                    "PLATFORM_QUOTA_EXHAUSTED",
+                    f"The account's publishing quota is used up ({used} of {quota.total} in "
+                    "the platform's window); the post was not published",
+                    None,
+                )
+                post.updated_at = now
+                return Begin(False, quota_exhausted=True)
+        post.upload_started_at = now
+        post.platform_handle = handle
+    post.lease_expires_at = now + lease
+    post.updated_at = now
+    return Begin(True)
+
+
+def _unreported_publishes(session: Session, post: ScheduledPost, since: datetime) -> int:
+    """This account's publishes the platform's quota reading may not include: started and
+    not yet recorded, or recorded after the reading. Taken under the account's row lock."""
+    session.execute(
+        select(SocialAccount.id).where(SocialAccount.id == post.social_account_id).with_for_update()
+    )
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(ScheduledPost)
+            .where(
+                ScheduledPost.social_account_id == post.social_account_id,
+                ScheduledPost.id != post.id,
+                or_(
+                    and_(
+                        ScheduledPost.status == PostStatus.PUBLISHING,
+                        ScheduledPost.upload_started_at.is_not(None),
+                    ),
+                    and_(
+                        ScheduledPost.status.in_([PostStatus.PUBLISHED, PostStatus.DRAFT]),
+                        ScheduledPost.published_at >= since,
+                    ),
+                ),
+            )
+        )
+        or 0
+    )
+
+
+def save_handle(session: Session, post_id: str, token: int, owner: str, handle: str) -> bool:
+    """Replace a spent platform handle (an expired container) before the next publish call."""
     post = _lock_for_worker(session, post_id)
     if not _ours(post, token, owner):
         return False
     assert post is not None
-    if post.upload_started_at is None:  # else a retried commit: keep the first stamp
-        post.upload_started_at = now
-    post.lease_expires_at = now + lease
-    post.updated_at = now
+    post.platform_handle = handle
     return True
 
 
@@ -507,6 +591,9 @@ class Reconcile:
     post_id: str
     token: int
     task_id: str
+    # Not before the old lease plus one platform call's timeout: a call the old worker
+    # started in time has ended by then, so asking the platform tells the truth.
+    eta: datetime
 
 
 @dataclass(frozen=True)
@@ -517,7 +604,13 @@ class Reaped:
 
 
 def reap_expired(
-    session: Session, *, now: datetime, lease: timedelta, max_attempts: int, limit: int
+    session: Session,
+    *,
+    now: datetime,
+    lease: timedelta,
+    max_attempts: int,
+    limit: int,
+    settle: timedelta = timedelta(0),
 ) -> Reaped:
     """Take back `publishing` posts whose lease expired (their worker died or hung).
 
@@ -559,8 +652,10 @@ def reap_expired(
             )
         else:
             post.owner = f"reconcile:{post.task_id}"
-            post.lease_expires_at = now + lease
-            out.reconcile.append(Reconcile(post.id, post.dispatch_version, post.task_id))
+            post.lease_expires_at = now + settle + lease
+            out.reconcile.append(
+                Reconcile(post.id, post.dispatch_version, post.task_id, now + settle)
+            )
     return out
 
 

@@ -9,24 +9,26 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import Any
 
+from shared.accounts import tokens
 from shared.content.containers import payload_source
 from shared.kit import failpoints, logs, metrics
 from shared.kit.clock import utcnow
 from shared.kit.db import Tx, run_in_transaction
 from shared.kit.settings import Settings, get_settings
-from shared.models import ScheduledPost, SocialAccount
+from shared.models import AccountStatus, ScheduledPost, SocialAccount
 from shared.publishing import posts
+from shared.publishing.adapters import adapter_for, refresh_token
 from shared.publishing.platforms import (
     PlatformAdapter,
     PlatformError,
+    Preparation,
     Uploaded,
     UploadPayload,
-    adapter_for,
 )
 from shared.publishing.tasks import send_publish, send_reconcile
 
@@ -43,21 +45,104 @@ class Outcome(StrEnum):
     CANCELED_BEFORE_UPLOAD = "canceled_before_upload"
 
 
+# An irreversible call starts only with this much lease left beyond its own timeout.
+LEASE_MARGIN_S = 5.0
+# After an ambiguous irreversible call, wait this much beyond its timeout before asking.
+SETTLE_MARGIN_S = 1.0
+
+
 @dataclass(frozen=True)
 class Prepared:
     payload: UploadPayload
     adapter: PlatformAdapter
+    account_id: str
 
 
 AdapterFactory = Callable[[SocialAccount, Settings], PlatformAdapter]
 
 
+@dataclass(frozen=True)
+class _Failure:
+    code: str
+    message: str
+    platform_code: str | None
+
+
+class _Lost(Exception):
+    """The post is no longer ours (canceled, reaped, re-dispatched): stop, touch nothing."""
+
+
+class _Lease:
+    """Our lease on the post as our own monotonic clock sees it, renewed in the database.
+
+    A fencing token cannot stop a platform call, so time must: an irreversible call starts
+    only while the lease outlasts the call's timeout (docs/design.md)."""
+
+    def __init__(self, post_id: str, token: int, owner: str, settings: Settings) -> None:
+        self.post_id, self.token, self.owner = post_id, token, owner
+        self.lease_s = settings.lease_s
+        self.deadline = time.monotonic() + self.lease_s
+
+    def restart(self, since: float) -> None:
+        """The database just set our lease to a full term, asked at monotonic `since`."""
+        self.deadline = since + self.lease_s
+
+    def renew(self) -> bool:
+        since = time.monotonic()
+        ours = run_in_transaction(
+            lambda tx: posts.renew_lease(
+                tx.session,
+                self.post_id,
+                self.token,
+                self.owner,
+                now=utcnow(),
+                lease=timedelta(seconds=self.lease_s),
+            )
+        )
+        if ours:
+            self.restart(since)
+        return ours
+
+    def wait(self, seconds: float) -> bool:
+        """Pause, renewing the lease on the way: False once the post is no longer ours (a
+        cancel won, or the reaper took it)."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            time.sleep(max(0.0, min(left, self.lease_s / 3)))
+            if not self.renew():
+                return False
+            if left <= self.lease_s / 3:
+                return True
+
+    def ensure(self, needed_s: float) -> None:
+        """At least `needed_s` of lease left, renewing if short; _Lost if we lost the post."""
+        if self.deadline - time.monotonic() < needed_s and not self.renew():
+            raise _Lost
+
+
 def _default_adapter(account: SocialAccount, settings: Settings) -> PlatformAdapter:
-    return adapter_for(account.adapter, account.base_url, settings.platform_timeout_s)
+    return adapter_for(account, settings)
 
 
-def _prepare(post: ScheduledPost, make_adapter: AdapterFactory, settings: Settings) -> Prepared:
-    """Build the payload from the post, its container and account. No lock held."""
+def _account_failure(account: SocialAccount) -> _Failure | None:
+    if account.status == AccountStatus.CONNECTED:
+        return None
+    if account.status == AccountStatus.DISCONNECTED:
+        return _Failure("ACCOUNT_DISCONNECTED", "The social account was disconnected", None)
+    return _Failure(
+        "ACCOUNT_REAUTH_REQUIRED",
+        "The social account must be reconnected: "
+        + (account.status_reason or "its token no longer works"),
+        None,
+    )
+
+
+def _prepare(
+    post: ScheduledPost, make_adapter: AdapterFactory, settings: Settings
+) -> Prepared | _Failure:
+    """Build the payload from the post, its container and account, refreshing the account's
+    token if it is about to expire. No post lock held."""
 
     def read(tx: Tx) -> tuple[SocialAccount, dict[str, Any]]:
         account = tx.session.get(SocialAccount, post.social_account_id)
@@ -65,6 +150,12 @@ def _prepare(post: ScheduledPost, make_adapter: AdapterFactory, settings: Settin
         return account, payload_source(tx.session, post.container_id)
 
     account, source = run_in_transaction(read)
+    if account.status == AccountStatus.CONNECTED and tokens.refresh_due(
+        account, settings, utcnow()
+    ):
+        account = tokens.ensure_fresh(account, settings, lambda a: refresh_token(a, settings))
+    if failure := _account_failure(account):
+        return failure
     payload = UploadPayload(
         account_id=account.id,
         platform=post.platform,
@@ -73,7 +164,7 @@ def _prepare(post: ScheduledPost, make_adapter: AdapterFactory, settings: Settin
         media=source["media"],
         first_comment=post.first_comment_override,
     )
-    return Prepared(payload, make_adapter(account, settings))
+    return Prepared(payload, make_adapter(account, settings), account.id)
 
 
 def backoff(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
@@ -86,26 +177,68 @@ def backoff(attempt: int, settings: Settings, retry_after: float | None = None) 
     return delay
 
 
+def _count_error(exc: PlatformError) -> str:
+    kind = "permanent" if not exc.transient else "ambiguous" if exc.ambiguous else "transient"
+    metrics.PLATFORM_ERRORS.labels(kind).inc()
+    return kind
+
+
+def _refused(prepared: Prepared, exc: PlatformError) -> _Failure:
+    """A final refusal: the post fails with the error's code; a dead token marks the account."""
+    if exc.token_invalid:
+        run_in_transaction(
+            lambda tx: tokens.mark_reauth_required(tx.session, prepared.account_id, str(exc))
+        )
+    return _Failure(exc.failure_code or "PLATFORM_REJECTED", str(exc), exc.platform_code)
+
+
+def prepare_with_retries(
+    prepared: Prepared, key: str, settings: Settings, lease: _Lease
+) -> Preparation | _Failure:
+    """The reversible work before the point of no return, retried on transient errors (a
+    lost container answer only leaves an unused container behind). _Lost if a cancel won."""
+    last: PlatformError | None = None
+    for attempt in range(settings.platform_max_tries):
+        lease.ensure(settings.platform_timeout_s + LEASE_MARGIN_S)
+        try:
+            preparation = prepared.adapter.prepare(key, prepared.payload, lease.wait)
+        except PlatformError as exc:
+            last = exc
+            _count_error(exc)
+            if not exc.transient:
+                return _refused(prepared, exc)
+            log.info(
+                "platform error while preparing",
+                extra={"postId": key, "attempt": attempt + 1, "error": str(exc)},
+            )
+            if not lease.wait(backoff(attempt, settings, exc.retry_after)):
+                raise _Lost from exc
+            continue
+        if preparation is None:
+            raise _Lost
+        return preparation
+    return _Failure(
+        "PLATFORM_UNAVAILABLE",
+        f"The platform kept failing after {settings.platform_max_tries} tries: {last}",
+        last.platform_code if last else None,
+    )
+
+
 class _Unknown(Exception):
     """The platform may or may not hold the post, and could not say which."""
 
 
-def _resolve(adapter: PlatformAdapter, key: str, settings: Settings) -> Uploaded | None:
-    """Ask the platform whether the key made a post; _Unknown if it never answers."""
+def _resolve(
+    prepared: Prepared, key: str, handle: str | None, since: datetime, settings: Settings
+) -> Uploaded | None:
+    """Ask the platform whether this publish made a post; _Unknown if it never answers."""
     for attempt in range(settings.platform_max_tries):
         try:
-            return adapter.lookup(key)
+            return prepared.adapter.lookup(key, prepared.payload, handle, since)
         except PlatformError as exc:
             log.warning("platform lookup failed", extra={"postId": key, "error": str(exc)})
             time.sleep(backoff(attempt, settings, exc.retry_after))
     raise _Unknown
-
-
-@dataclass(frozen=True)
-class _Failure:
-    code: str
-    message: str
-    platform_code: str | None
 
 
 def _outcome_unknown(platform_code: str | None) -> _Failure:
@@ -116,46 +249,72 @@ def _outcome_unknown(platform_code: str | None) -> _Failure:
     )
 
 
-def upload_with_retries(
-    adapter: PlatformAdapter,
-    key: str,
-    payload: UploadPayload,
-    settings: Settings,
-    on_wait: Callable[[], None] = lambda: None,
-) -> Uploaded | _Failure:
-    """Upload under one idempotency key until it lands or fails for good.
+def _settle(started: float, settings: Settings, lease: _Lease) -> None:
+    """Let an ambiguous call's timeout pass, so it cannot still land after we ask."""
+    wait = started + settings.platform_timeout_s + SETTLE_MARGIN_S - time.monotonic()
+    if wait > 0 and not lease.wait(wait):
+        raise _Lost
 
-    Transient errors retry with backoff; permanent ones fail at once; an ambiguous one (the
-    platform may have acted) is resolved by lookup: found is success, confirmed absent is a
-    retry, and no answer is UPLOAD_OUTCOME_UNKNOWN.
+
+@dataclass
+class Publication:
+    """One post's irreversible step: the key, the platform's handle, when it was attempted."""
+
+    key: str
+    handle: str | None
+    since: datetime
+    # A publish call may already have been made for it (by a worker the reaper replaced):
+    # then even a refusal is checked against the platform's lookup before the post fails.
+    maybe_landed: bool = False
+
+
+def publish_with_retries(
+    prepared: Prepared, pub: Publication, settings: Settings, lease: _Lease
+) -> Uploaded | _Failure:
+    """Publish until it lands or fails for good; never a blind second irreversible call.
+
+    Transient errors retry with backoff; final ones fail at once. An ambiguous answer (the
+    platform may have acted) is resolved through the platform's own lookup, after the call
+    can no longer land on a platform without an idempotency key: found is success, confirmed
+    absent a retry, no answer UPLOAD_OUTCOME_UNKNOWN. A spent handle (an expired container)
+    is replaced by a new one, persisted first. _Lost if the post stops being ours.
     """
+    adapter = prepared.adapter
     last: PlatformError | None = None
+    maybe_landed = pub.maybe_landed
     for attempt in range(settings.platform_max_tries):
+        lease.ensure(settings.platform_timeout_s + LEASE_MARGIN_S)
+        started = time.monotonic()
         try:
-            return adapter.upload(key, payload)
+            return adapter.publish(pub.key, prepared.payload, pub.handle)
         except PlatformError as exc:
             last = exc
-            kind = (
-                "permanent" if not exc.transient else "ambiguous" if exc.ambiguous else "transient"
-            )
-            metrics.PLATFORM_ERRORS.labels(kind).inc()
-            if not exc.transient:
-                return _Failure("PLATFORM_REJECTED", str(exc), exc.platform_code)
+            kind = _count_error(exc)
             log.info(
-                "platform error", extra={"postId": key, "attempt": attempt + 1, "error": str(exc)}
+                "platform error",
+                extra={"postId": pub.key, "attempt": attempt + 1, "kind": kind, "error": str(exc)},
             )
-            if exc.ambiguous:
+            if exc.ambiguous or (maybe_landed and not exc.transient):
+                # A refusal after any ambiguous try may mean "already published": ask first.
+                maybe_landed = True
+                if not adapter.idempotent:
+                    _settle(started, settings, lease)
                 try:
-                    found = _resolve(adapter, key, settings)
+                    found = _resolve(prepared, pub.key, pub.handle, pub.since, settings)
                 except _Unknown:
                     return _outcome_unknown(exc.platform_code)
                 if found is not None:
                     return found
-            on_wait()
-            time.sleep(backoff(attempt, settings, exc.retry_after))
+            if exc.new_handle:
+                _renew_handle(prepared, pub, settings, lease)
+                continue
+            if not exc.transient:
+                return _refused(prepared, exc)
+            if not lease.wait(backoff(attempt, settings, exc.retry_after)):
+                raise _Lost from exc
     # Every try failed; the last ones may still have landed. Ask once more before failing.
     try:
-        found = _resolve(adapter, key, settings)
+        found = _resolve(prepared, pub.key, pub.handle, pub.since, settings)
     except _Unknown:
         return _outcome_unknown(last.platform_code if last else None)
     if found is not None:
@@ -167,20 +326,45 @@ def upload_with_retries(
     )
 
 
-def _upload_and_record(
-    post_id: str, token: int, owner: str, prepared: Prepared, settings: Settings
-) -> Outcome:
-    """Steps 5 and 6: upload under the post's idempotency key, then record the outcome."""
-    lease = timedelta(seconds=settings.lease_s)
+def _renew_handle(prepared: Prepared, pub: Publication, settings: Settings, lease: _Lease) -> None:
+    """The platform says the handle is spent and nothing went out with it: prepare again and
+    persist the new handle before it is published."""
+    preparation = prepare_with_retries(prepared, pub.key, settings, lease)
+    if isinstance(preparation, _Failure) or preparation.handle is None:
+        raise _HandleFailed(preparation if isinstance(preparation, _Failure) else None)
+    handle = preparation.handle
+    saved = run_in_transaction(
+        lambda tx: posts.save_handle(tx.session, pub.key, lease.token, lease.owner, handle)
+    )
+    if not saved:
+        raise _Lost
+    pub.handle = handle
 
-    def renew() -> None:
-        run_in_transaction(
-            lambda tx: posts.renew_lease(
-                tx.session, post_id, token, owner, now=utcnow(), lease=lease
-            )
+
+class _HandleFailed(Exception):
+    def __init__(self, failure: _Failure | None) -> None:
+        super().__init__("could not prepare a new handle")
+        self.failure = failure or _Failure(
+            "PLATFORM_REJECTED", "The platform gave no new handle", None
         )
 
-    result = upload_with_retries(prepared.adapter, post_id, prepared.payload, settings, renew)
+
+def _publish_and_record(
+    post_id: str,
+    token: int,
+    prepared: Prepared,
+    pub: Publication,
+    settings: Settings,
+    lease: _Lease,
+) -> Outcome:
+    """Steps 5 and 6: the irreversible call, then record the outcome."""
+    try:
+        result = publish_with_retries(prepared, pub, settings, lease)
+    except _HandleFailed as exc:
+        result = exc.failure
+    except _Lost:
+        log.warning("lost the post mid-publish; the reconciler decides", extra={"postId": post_id})
+        return Outcome.STALE
     failpoints.hit("after_upload", post_id)
     return _record(post_id, token, result)
 
@@ -234,13 +418,14 @@ def run_publish(
 def _publish(
     post_id: str, token: int, owner: str, make_adapter: AdapterFactory, settings: Settings
 ) -> Outcome:
-    lease = timedelta(seconds=settings.lease_s)
+    lease_td = timedelta(seconds=settings.lease_s)
     failpoints.hit("before_claim", post_id)
 
     # 2. Claim under the row lock (step 1, dispatch, sent this task).
     for _ in range(MAX_EARLY_WAITS):
+        since = time.monotonic()
         claimed = run_in_transaction(
-            lambda tx: posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
+            lambda tx: posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease_td)
         )
         if claimed.result != posts.ClaimResult.EARLY:
             break
@@ -249,29 +434,63 @@ def _publish(
     if post is None:
         log.info("stale task, nothing to do", extra={"postId": post_id, "token": token})
         return Outcome.STALE
+    lease = _Lease(post_id, token, owner, settings)
+    lease.restart(since)
     logs.transition(
         post_id, post.organization_id, "queued->publishing", owner=owner, attempt=post.attempts
     )
 
-    # 3. Prepare. A cancel arriving now still wins.
+    # 3. Prepare: reversible work only. A cancel arriving now still wins.
     failpoints.hit("after_claim", post_id)
     prepared = _prepare(post, make_adapter, settings)
+    if isinstance(prepared, _Failure):
+        return _record(post_id, token, prepared)
+    quota_read_at = utcnow()
+    try:
+        preparation = prepare_with_retries(prepared, post_id, settings, lease)
+    except _Lost:
+        log.info("canceled while preparing", extra={"postId": post_id})
+        return Outcome.CANCELED_BEFORE_UPLOAD
+    if isinstance(preparation, _Failure):
+        return _record(post_id, token, preparation)
+    failpoints.hit("after_prepare", post_id)
 
-    # 4. The point of no return.
-    ours = run_in_transaction(
-        lambda tx: posts.begin_upload(tx.session, post_id, token, owner, now=utcnow(), lease=lease)
-    )
-    if not ours:
+    # 4. The point of no return; the platform's handle is saved with it.
+    def point_of_no_return(tx: Tx) -> posts.Begin:
+        begun = posts.begin_upload(
+            tx.session,
+            post_id,
+            token,
+            owner,
+            now=utcnow(),
+            lease=lease_td,
+            handle=preparation.handle,
+            quota=preparation.quota,
+            quota_read_at=quota_read_at,
+        )
+        # Inside the transaction, holding the row lock: race tests widen this moment.
+        failpoints.hit("at_point_of_no_return", post_id)
+        return begun
+
+    since = time.monotonic()
+    begun = run_in_transaction(point_of_no_return)
+    if begun.quota_exhausted:
+        logs.transition(post_id, post.organization_id, "publishing->failed", code="QUOTA")
+        return Outcome.FAILED
+    if not begun:
         log.info("canceled before upload", extra={"postId": post_id})
         return Outcome.CANCELED_BEFORE_UPLOAD
+    lease.restart(since)
     lag = (utcnow() - post.scheduled_for).total_seconds()
     metrics.DISPATCH_LAG.observe(max(0.0, lag))
     logs.transition(
         post_id, post.organization_id, "publishing:upload_started", lagMs=round(lag * 1000, 1)
     )
 
-    # 5-6. Upload with the post id as the idempotency key, and record.
-    return _upload_and_record(post_id, token, owner, prepared, settings)
+    # 5-6. The irreversible call (the sandbox dedupes it by the post id), and record.
+    attempted = post.attempted_at or utcnow()
+    pub = Publication(post_id, preparation.handle, attempted)
+    return _publish_and_record(post_id, token, prepared, pub, settings, lease)
 
 
 def run_reconcile(
@@ -283,25 +502,36 @@ def run_reconcile(
 ) -> Outcome:
     """Settle a post whose worker vanished after its upload started: ask the platform.
 
-    Found: published. Confirmed absent: upload again under the same key (or fail once the
-    attempts are spent). The platform cannot say: failed with UPLOAD_OUTCOME_UNKNOWN.
+    Found: published. Confirmed absent: publish again (or fail once the attempts are
+    spent). The platform cannot say: failed with UPLOAD_OUTCOME_UNKNOWN.
     """
     settings = settings or get_settings()
-    lease = timedelta(seconds=settings.lease_s)
+    lease_td = timedelta(seconds=settings.lease_s)
+    since = time.monotonic()
     post = run_in_transaction(
-        lambda tx: posts.take_for_reconcile(tx.session, post_id, token, now=utcnow(), lease=lease)
+        lambda tx: posts.take_for_reconcile(
+            tx.session, post_id, token, now=utcnow(), lease=lease_td
+        )
     )
     if post is None:
         metrics.RECONCILIATIONS.labels("stale").inc()
         return Outcome.STALE
     owner = post.owner or ""
+    lease = _Lease(post_id, token, owner, settings)
+    lease.restart(since)
     prepared = _prepare(post, make_adapter, settings)
+    if isinstance(prepared, _Failure):
+        # The account cannot be asked (reauth, disconnected): nobody can tell.
+        metrics.RECONCILIATIONS.labels("unknown").inc()
+        return _record(post_id, token, _outcome_unknown(None))
+    pub = Publication(
+        post_id, post.platform_handle, post.attempted_at or utcnow(), maybe_landed=True
+    )
     try:
-        found = _resolve(prepared.adapter, post_id, settings)
+        found = _resolve(prepared, post_id, pub.handle, pub.since, settings)
     except _Unknown:
         metrics.RECONCILIATIONS.labels("unknown").inc()
-        unknown = _outcome_unknown(None)
-        return _record(post_id, token, unknown)
+        return _record(post_id, token, _outcome_unknown(None))
     if found is not None:
         metrics.RECONCILIATIONS.labels("found").inc()
         return _record(post_id, token, found)
@@ -310,8 +540,8 @@ def run_reconcile(
         spent = _Failure("ATTEMPTS_EXHAUSTED", f"Gave up after {post.attempts - 1} attempts", None)
         return _record(post_id, token, spent)
     metrics.RECONCILIATIONS.labels("absent_reuploaded").inc()
-    log.info("reconciled: the platform has none; uploading again", extra={"postId": post_id})
-    return _upload_and_record(post_id, token, owner, prepared, settings)
+    log.info("reconciled: the platform has none; publishing again", extra={"postId": post_id})
+    return _publish_and_record(post_id, token, prepared, pub, settings, lease)
 
 
 # --- the control ticks ----------------------------------------------------------------
@@ -350,6 +580,7 @@ def reap_once() -> posts.Reaped:
             lease=timedelta(seconds=settings.lease_s),
             max_attempts=settings.max_attempts,
             limit=settings.dispatch_batch,
+            settle=timedelta(seconds=settings.platform_timeout_s + SETTLE_MARGIN_S),
         )
         for d in reaped.requeued:
             tx.after_commit(partial(send_publish, d))

@@ -95,6 +95,7 @@ def send_reconcile(job: Reconcile) -> None:
         TaskName.RECONCILE,
         args=[job.post_id, job.token],
         task_id=job.task_id,
+        eta=job.eta,
         queue=PUBLISH_QUEUE,
     )
 

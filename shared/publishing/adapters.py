@@ -1,0 +1,38 @@
+"""Which adapter publishes for an account, built from its row: the sandbox, or the Instagram
+Graph API (the emulator or Meta) with the account's decrypted token."""
+
+from __future__ import annotations
+
+from shared.accounts.credentials import unseal
+from shared.kit.settings import Settings
+from shared.models import INSTAGRAM_ADAPTER, SANDBOX_ADAPTER, SocialAccount
+from shared.publishing.instagram import InstagramAdapter
+from shared.publishing.platforms import PlatformAdapter, Refreshed, SandboxAdapter, http_client
+
+
+def _instagram(account: SocialAccount, settings: Settings) -> InstagramAdapter:
+    if account.credentials is None or account.platform_user_id is None:
+        raise ValueError(f"account {account.id} is bound to Instagram without credentials")
+    return InstagramAdapter(
+        account.base_url,
+        http_client(settings.platform_timeout_s),
+        user_id=account.platform_user_id,
+        access_token=unseal(account.credentials, settings).access_token,
+        container_wait_s=settings.instagram_container_wait_s,
+    )
+
+
+def adapter_for(account: SocialAccount, settings: Settings) -> PlatformAdapter:
+    """The adapter this account is bound to; one pooled HTTP client per process."""
+    if account.adapter == SANDBOX_ADAPTER:
+        return SandboxAdapter(account.base_url, http_client(settings.platform_timeout_s))
+    if account.adapter == INSTAGRAM_ADAPTER:
+        return _instagram(account, settings)
+    raise ValueError(f"unknown platform adapter {account.adapter!r}")
+
+
+def refresh_token(account: SocialAccount, settings: Settings) -> Refreshed:
+    """Ask the account's platform for a fresh access token. Raises PlatformError."""
+    if account.adapter != INSTAGRAM_ADAPTER:
+        raise ValueError(f"adapter {account.adapter!r} has no tokens to refresh")
+    return _instagram(account, settings).refresh()
