@@ -212,7 +212,7 @@ ENDPOINTS = {
         "GET",
         "/v1/projects/{project}/social-accounts",
         None,
-        query=("platform", "cursor", "limit"),
+        query=("platform", "status", "cursor", "limit"),
         path_slots=("project",),
     ),
     "schedule": Endpoint(

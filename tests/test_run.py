@@ -1,8 +1,9 @@
 """`make run` (`publisher run`): "publisher is up" is printed once every role answers, not
-before; Ctrl-C (SIGINT) stops them all."""
+before; a new user's first Instagram post goes out on it; Ctrl-C (SIGINT) stops them all."""
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import shutil
@@ -11,12 +12,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from harness.stack import ROOT, free_port
+from harness.stack import ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +93,7 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
         assert httpx.get(f"http://127.0.0.1:{ports['api']}/metrics").status_code == 404
         for listed in (str(ports["api"]), str(ports["api_metrics"]), str(ports["flower"])):
             assert listed in out
+        _a_new_users_first_instagram_post(env, f"http://127.0.0.1:{ports['api']}")
     finally:
         # The parent stops its children; a terminal's Ctrl-C reaching them too is the same.
         proc.send_signal(signal.SIGINT)
@@ -102,3 +105,42 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
         finally:
             shutil.rmtree(state, ignore_errors=True)
     assert code == 0
+
+
+def _a_new_users_first_instagram_post(env: dict[str, str], api: str) -> None:
+    """The README's first steps on the running stack: `tenants create` binds the Instagram
+    account to the emulator `make run` started, and a post scheduled on it goes out there."""
+    made = subprocess.run(
+        [sys.executable, "-m", "cli", "tenants", "create", "--name", "First Run", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    tenant = json.loads(made.stdout)
+    headers = {"Authorization": f"Bearer {tenant['apiKey']}"}
+    [account] = [a["id"] for a in tenant["socialAccounts"] if a["platform"] == "instagram"]
+    with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
+        content = client.post(
+            f"/v1/projects/{tenant['projectId']}/content/upload",
+            json={"caption": "first run", "media": [{"url": "https://cdn.example.com/a.jpg"}]},
+        ).json()
+        when = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        r = client.post(
+            f"/v1/content/{content['id']}/schedule",
+            json={"scheduledFor": when, "targets": [{"socialAccountId": account}]},
+        )
+        assert r.status_code == 201, r.text
+        post_id = r.json()["items"][0]["id"]
+        post = wait_until(
+            lambda: (
+                (p := client.get(f"/v1/scheduled-posts/{post_id}").json())["status"] == "published"
+                and p
+            ),
+            60,
+            what="the Instagram post to go out",
+        )
+    [entry] = httpx.get(f"{env['INSTAGRAM_API_URL']}/ledger").json()["posts"]
+    assert (entry["caption"], entry["externalId"]) == ("first run", post["externalId"])
