@@ -1,5 +1,6 @@
 """Faults on a seeded schedule: processes killed, Redis emptied, connections cut, a flaky
-platform. Every kind enabled is injected at least once per run, in a shuffled cycle."""
+platform (the sandbox or the Instagram emulator). Every kind enabled is injected at least
+once per run, in a shuffled cycle."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Final
 
@@ -16,24 +17,56 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from chaos.history import Fault, History
-from chaos.options import ALL_FAULTS, PROCESS_FAULTS
+from chaos.options import ADAPTERS, PLATFORM_FAULTS_OF, PROCESS_FAULTS, faults_of
 from harness.stack import Stack, children_of
-from sandbox.faults import DEFAULTS
+from sandbox import faults as sandbox_faults
+from sandbox import instagram_faults
+
+Knobs = Mapping[str, float | str]
 
 # How long a platform fault stays on.
 SPELL_S: Final = 5.0
-# The sandbox knobs each platform fault sets while it is on (sandbox/faults.py).
-SPELLS: Final[dict[str, dict[str, float]]] = {
-    "latency": {"latency_ms": 1500, "latency_jitter_ms": 500},
-    "http_429": {"rate_429": 0.3, "retry_after_s": 0.5},
-    "http_503": {"rate_503": 0.3},
-    "lost_response": {"rate_lost": 0.3},
+# Each platform fault, once: the knobs it sets on each adapter's platform while it is on
+# (sandbox/faults.py, sandbox/instagram_faults.py). An adapter a kind does not list cannot
+# be given it. The emulator's publish errors and lost answers come after `media_publish` may
+# have posted, so they test the lookup that decides whether to publish again (a wrong second
+# publish shows in the ledger: the run sets `duplicate_publish=post` for its whole length,
+# since that retry may come after the spell is over).
+SPELLS: Final[dict[str, dict[str, Knobs]]] = {
+    "latency": {
+        "sandbox": {"latency_ms": 1500, "latency_jitter_ms": 500},
+        "emulator": {"latency_ms": 1000, "latency_jitter_ms": 500, "publish_latency_ms": 1000},
+    },
+    "http_429": {
+        "sandbox": {"rate_429": 0.3, "retry_after_s": 0.5},
+        "emulator": {"rate_limited": 0.3},
+    },
+    "http_503": {
+        "sandbox": {"rate_503": 0.3},
+        "emulator": {"rate_server_error": 0.3, "rate_server_error_publish": 0.3},
+    },
+    "lost_response": {
+        "sandbox": {"rate_lost": 0.3},
+        "emulator": {"rate_lost": 0.2, "rate_lost_publish": 0.3},
+    },
+    "container_error": {"emulator": {"rate_container_error": 0.3}},
 }
-# Off is every knob a spell touches back at its default. A knob the sandbox doesn't define
-# fails here, at import, rather than as a 400 in the middle of a run.
-FAULTS_OFF: Final[dict[str, float | int | None]] = {
-    name: DEFAULTS[name] for spell in SPELLS.values() for name in spell
+_DEFAULTS: Final[dict[str, Mapping[str, float | int | str | None]]] = {
+    "sandbox": sandbox_faults.DEFAULTS,
+    "emulator": instagram_faults.DEFAULTS,
 }
+# Off is every knob a spell touches on that platform back at its default. A knob the
+# platform doesn't define fails here, at import, rather than as a 400 in the middle of a run.
+FAULTS_OFF: Final[dict[str, dict[str, float | int | str | None]]] = {
+    adapter: {
+        name: _DEFAULTS[adapter][name]
+        for by_adapter in SPELLS.values()
+        for name in by_adapter.get(adapter, {})
+    }
+    for adapter in ADAPTERS
+}
+if {a: tuple(k for k in SPELLS if a in SPELLS[k]) for a in ADAPTERS} != PLATFORM_FAULTS_OF:
+    raise AssertionError("chaos/options.py and SPELLS disagree on each adapter's faults")
 
 
 class Injector:
@@ -45,20 +78,23 @@ class Injector:
         every_s: float,
         seed: int,
         history: History,
-        sandbox_url: str,
+        platform_url: str,
         stack: Stack | None = None,
         database_url: str | None = None,
+        adapter: str = "sandbox",
     ) -> None:
-        unknown = set(kinds) - set(ALL_FAULTS)
+        unknown = set(kinds) - set(faults_of(adapter))
         if unknown:
-            raise ValueError(f"unknown faults: {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown faults for {adapter}: {', '.join(sorted(unknown))}")
         if stack is None and set(kinds) & set(PROCESS_FAULTS):
             raise ValueError("process faults need the local stack (not available with --target)")
         self.kinds = kinds
         self.every_s = every_s
         self.rng = random.Random(seed ^ 0x5EED)
         self.history = history
-        self.sandbox_url = sandbox_url.rstrip("/")
+        # The platform the accounts post to: the sandbox, or the Instagram emulator.
+        self.platform_url = platform_url.rstrip("/")
+        self.adapter = adapter
         self.stack = stack
         self.db = create_engine(database_url, pool_size=1) if database_url else None
         self._stop = threading.Event()
@@ -67,7 +103,11 @@ class Injector:
             "worker_kill": self._worker_kill,
             "redis_restart": self._redis_restart,
             "pg_terminate": self._pg_terminate,
-            **{kind: partial(self._spell, spell) for kind, spell in SPELLS.items()},
+            **{
+                kind: partial(self._spell, spells[adapter])
+                for kind, spells in SPELLS.items()
+                if adapter in spells
+            },
         }
 
     def start(self) -> None:
@@ -92,13 +132,14 @@ class Injector:
             self.history.fault(Fault(kind, time.time(), detail))
 
     def _faults_off(self) -> None:
-        httpx.put(f"{self.sandbox_url}/faults", json=FAULTS_OFF).raise_for_status()
+        off = FAULTS_OFF[self.adapter]
+        httpx.put(f"{self.platform_url}/faults", json=off).raise_for_status()
 
-    def _spell(self, faults: dict[str, float]) -> str:
-        httpx.put(f"{self.sandbox_url}/faults", json=faults).raise_for_status()
+    def _spell(self, faults: Knobs) -> str:
+        httpx.put(f"{self.platform_url}/faults", json=dict(faults)).raise_for_status()
         self._stop.wait(SPELL_S)
         self._faults_off()
-        return ",".join(f"{k}={v:g}" for k, v in faults.items())
+        return ",".join(f"{k}={v}" for k, v in faults.items())
 
     def _worker_kill(self) -> str:
         assert self.stack is not None

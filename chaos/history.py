@@ -54,7 +54,9 @@ class Fault:
 class History:
     calls: list[Call] = field(default_factory=list)
     ledger: list[LedgerEntry] = field(default_factory=list)
-    ledger_requests: int = 0
+    # Publish requests the platform received, retries included; None where it counts none
+    # (the Instagram emulator).
+    ledger_requests: int | None = None
     posts: dict[str, FinalPost] = field(default_factory=dict)
     # post id -> reasons of the audit log's cancel entries; None when not readable.
     audit: dict[str, list[str | None]] | None = None

@@ -4,6 +4,7 @@ before, at and just after each post's instant and its claim, from many concurren
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 import threading
 import time
@@ -104,6 +105,11 @@ class Load:
         self.clients = clients
         self.post_ids: list[str] = []
         self.container_ids: list[str] = []
+        # Every caption is unique (per run, and in practice across runs): with no idempotency
+        # key on Instagram, the checker matches a ledger entry to its post by account and
+        # caption. Random, not from `rng`, so the seeded plan draws the same numbers.
+        self._run_tag = f"{random.getrandbits(32):08x}"
+        self._serial = itertools.count(1)
         self._jobs: list[_Job] = []
         self._seq = 0
         self._lock = threading.Lock()
@@ -132,17 +138,19 @@ class Load:
                     self._cv.wait(min(wait, 0.2))
             job.run()
 
-    def _container(self) -> str:
+    def _container(self) -> tuple[str, str]:
+        """A new content container: its id and its caption (unique, see `_run_tag`)."""
+        caption = f"chaos {self._run_tag}-{next(self._serial)}"
         r = self.client.call(
             "upload",
             "POST",
             f"/v1/projects/{self.project_id}/content/upload",
-            json={"caption": "chaos", "media": [{"url": "https://cdn.example.com/c.mp4"}]},
+            json={"caption": caption, "media": [{"url": "https://cdn.example.com/c.mp4"}]},
         )
         assert r is not None and r.status_code == 201, r and r.text
         cid = str(r.json()["id"])
         self.container_ids.append(cid)
-        return cid
+        return cid, caption
 
     def _follow_up(self, post: dict[str, Any]) -> None:
         """Cancels, reschedules and reads around this post's instant."""
@@ -184,10 +192,19 @@ class Load:
         self.client.call("read", "GET", f"/v1/scheduled-posts/{pid}", pid)
 
     def _wave(self, instant: float, count: int) -> None:
-        cid = self._container()
+        """`count` posts due at `instant`, each account given a container at most once (so
+        every post has its own account and caption); publish-now posts on some accounts."""
+        cid, caption = self._container()
         publish_now = [a for a in self.accounts if self.rng.random() < self.plan.publish_now_share]
+        given: set[str] = set()
         while count > 0:
-            batch = self.rng.sample(self.accounts, min(count, MAX_TARGETS, len(self.accounts)))
+            free = [a for a in self.accounts if a not in given]
+            if not free:  # a wave wider than the accounts: the rest on new content
+                cid, caption = self._container()
+                given.clear()
+                free = list(self.accounts)
+            batch = self.rng.sample(free, min(count, MAX_TARGETS, len(free)))
+            given.update(batch)
             count -= len(batch)
             r = self.client.call(
                 "schedule",
@@ -204,11 +221,19 @@ class Load:
                 self.post_ids.append(post["id"])
                 self._follow_up(post)
         if publish_now:
+            # The same content again on accounts that may have it scheduled already: a caption
+            # override of its own keeps each (account, caption) to one post.
+            now_caption = f"{caption} now"
             r = self.client.call(
                 "publish",
                 "POST",
                 f"/v1/content/{cid}/publish",
-                json={"targets": [{"socialAccountId": a} for a in publish_now[:MAX_TARGETS]]},
+                json={
+                    "targets": [
+                        {"socialAccountId": a, "captionOverride": now_caption}
+                        for a in publish_now[:MAX_TARGETS]
+                    ]
+                },
             )
             if r is not None and r.status_code == 201:
                 for post in r.json()["items"]:

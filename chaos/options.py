@@ -5,9 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Final
 
+# Where the run's accounts post: the sandbox (a ledger keyed by idempotency key), or the
+# stack's Instagram emulator (no idempotency key: the ledger is matched by account and caption).
+ADAPTERS: Final = ("sandbox", "emulator")
 PROCESS_FAULTS: Final = ("worker_kill", "redis_restart", "pg_terminate")
-PLATFORM_FAULTS: Final = ("latency", "http_429", "http_503", "lost_response")
-ALL_FAULTS: Final = PROCESS_FAULTS + PLATFORM_FAULTS
+# The platform faults each adapter takes; chaos/faults.py maps each to that platform's knobs.
+PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
+    "sandbox": ("latency", "http_429", "http_503", "lost_response"),
+    "emulator": ("latency", "http_429", "http_503", "lost_response", "container_error"),
+}
+
+
+def faults_of(adapter: str) -> tuple[str, ...]:
+    """Every fault kind a run on this adapter can inject: the default of --faults."""
+    return PROCESS_FAULTS + PLATFORM_FAULTS_OF[adapter]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--adapter",
+        choices=ADAPTERS,
+        default="sandbox",
+        help="sandbox: every account posts to the sandbox platform; emulator: to Instagram "
+        "accounts issued by the stack's Instagram emulator (local stack only: matching its "
+        "ledger to posts needs each account's Instagram user id, which only the database "
+        "holds, so --target refuses it)",
+    )
+    parser.add_argument(
         "--faults",
-        default=",".join(ALL_FAULTS),
-        help=f"comma-separated among {', '.join(ALL_FAULTS)}; 'none' for none",
+        default=None,
+        help=f"comma-separated among {', '.join(faults_of('emulator'))} (container_error: "
+        "emulator only); 'none' for none; default: every kind the adapter takes",
     )
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
     parser.add_argument("--settle-timeout", type=float, default=180.0)

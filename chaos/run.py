@@ -20,7 +20,7 @@ from chaos import checker
 from chaos.faults import Injector
 from chaos.history import FinalPost, History, LedgerEntry
 from chaos.load import Client, Load, Plan, parse
-from chaos.options import PLATFORM_FAULTS
+from chaos.options import PLATFORM_FAULTS_OF, faults_of
 from harness.stack import Stack, wait_until
 from shared.kit.db import drop_database
 from shared.models import (
@@ -43,6 +43,20 @@ CHAOS_ENV = {
     "RATE_LIMIT_READ_PER_MIN": "10000000",
     "RATE_LIMIT_WRITE_PER_MIN": "10000000",
 }
+
+
+# The Instagram emulator of an `--adapter emulator` run (sandbox/instagram_faults.py): a quota
+# that never runs out, so it is not what fails posts; containers that take real (short) time
+# to process, so posts spend time preparing between the claim and the point of no return; and
+# a second media_publish of one container posting again, so a wrong retry shows in the ledger.
+EMULATOR_KNOBS: dict[str, float | int | str] = {
+    "quota_total": 1_000_000,
+    "image_processing_s": 0.05,
+    "video_processing_s": 0.3,
+    "duplicate_publish": "post",
+}
+# Its Instagram accounts: a wave wider than this goes out on more than one container.
+EMULATOR_ACCOUNTS = 24
 
 
 def _default_db() -> str:
@@ -102,7 +116,7 @@ def _read_state_over_api(history: History, client: Client, post_ids: list[str]) 
 
 
 def read_ledger(history: History, sandbox_url: str) -> None:
-    """What the sandbox platform received, into the history."""
+    """What the sandbox platform received, and how many publish requests, into the history."""
     body = httpx.get(f"{sandbox_url.rstrip('/')}/ledger", timeout=60).json()
     history.ledger = [
         LedgerEntry(e["idempotencyKey"], e["externalId"], parse(e["receivedAt"]))
@@ -142,7 +156,8 @@ def read_instagram_ledger(
     history: History, instagram_url: str, keys: dict[tuple[str, str], str]
 ) -> None:
     """The Instagram emulator's public posts into the history, each under the id of the post
-    with its account and caption (an entry matching none keeps a key no post has)."""
+    with its account and caption (an entry matching none keeps a key no post has). The
+    emulator does not count requests: `ledger_requests` is left as it is."""
     body = httpx.get(f"{instagram_url.rstrip('/')}/ledger", timeout=60).json()
     entries = [
         LedgerEntry(
@@ -153,7 +168,6 @@ def read_instagram_ledger(
         for e in body["posts"]
     ]
     history.ledger += entries
-    history.ledger_requests += len(entries)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -177,7 +191,11 @@ def _reaper_counts(stack: Stack | None) -> Counter[str]:
 
 
 def report(
-    history: History, verdicts: list[checker.Verdict], stack: Stack | None, elapsed: float
+    history: History,
+    verdicts: list[checker.Verdict],
+    stack: Stack | None,
+    elapsed: float,
+    adapter: str,
 ) -> dict[str, Any]:
     """Totals and percentiles, for people (printed) and machines (JSON)."""
     cancels = [c for c in history.calls if c.kind == "cancel"]
@@ -190,7 +208,9 @@ def report(
     ]
     api_latency = [(c.answered_at - c.sent_at) * 1000 for c in history.calls if c.kind == "cancel"]
     reaper = _reaper_counts(stack)
+    keys = Counter(e.idempotency_key for e in history.ledger)
     return {
+        "adapter": adapter,
         "elapsedSeconds": round(elapsed, 1),
         "posts": len(history.posts),
         "finalStatus": dict(statuses),
@@ -208,7 +228,17 @@ def report(
         "apiErrors5xxOrNoAnswer": sum(c.status == 0 or c.status >= 500 for c in history.calls),
         "faults": dict(Counter(f.kind for f in history.faults)),
         "faultsFailedToInject": sum("injection failed" in f.detail for f in history.faults),
-        "platformRetries": max(0, history.ledger_requests - len(history.ledger)),
+        # Publish requests beyond the posts made: only the sandbox counts its requests.
+        "platformRetries": (
+            None
+            if history.ledger_requests is None
+            else max(0, history.ledger_requests - len(history.ledger))
+        ),
+        "ledger": {
+            "entries": len(history.ledger),
+            "unmatched": sum(n for k, n in keys.items() if k not in history.posts),
+            "repeated": sum(n for n in keys.values() if n > 1),
+        },
         "reaper": dict(reaper),
         "publishLagMs": {
             "p50": round(_pct(lag_ms, 0.50), 1),
@@ -237,13 +267,16 @@ def report(
 
 
 def _print_report(rep: dict[str, Any], verdicts: list[checker.Verdict]) -> None:
+    retries = rep["platformRetries"]
     print(
         f"\nchaos: {rep['posts']:,} posts in {rep['elapsedSeconds']}s — "
         f"final {rep['finalStatus']}\n"
         f"  cancels won {rep['cancels']['won']:,}, lost {rep['cancels']['lost']:,}; "
         f"reschedules {rep['reschedules']['moved']:,} moved, "
         f"{rep['reschedules']['refused']:,} refused; reads {rep['reads']:,}\n"
-        f"  faults {rep['faults']}; platform retries {rep['platformRetries']:,}; "
+        f"  faults {rep['faults']}; platform retries "
+        + (f"{retries:,}" if retries is not None else "not countable (the emulator counts none)")
+        + "; "
         f"reaper {rep['reaper']}\n"
         f"  publish lag ms p50 {rep['publishLagMs']['p50']} p90 {rep['publishLagMs']['p90']} "
         f"p99 {rep['publishLagMs']['p99']} max {rep['publishLagMs']['max']}; "
@@ -254,67 +287,93 @@ def _print_report(rep: dict[str, Any], verdicts: list[checker.Verdict]) -> None:
         print("  " + v.line())
 
 
+def _kinds(args: argparse.Namespace) -> list[str]:
+    """The fault kinds asked for: by default every kind the adapter takes."""
+    if args.faults is None:
+        return list(faults_of(args.adapter))
+    if args.faults.strip() == "none":
+        return []
+    return [k.strip() for k in args.faults.split(",") if k.strip()]
+
+
+def _misuse(args: argparse.Namespace, kinds: list[str]) -> str | None:
+    """Why these options cannot make a run (checked before anything starts), or None."""
+    valid = faults_of(args.adapter)
+    unknown = [k for k in kinds if k not in valid]
+    if unknown:
+        return (
+            f"with --adapter {args.adapter} the faults are among {', '.join(valid)}; "
+            f"not {', '.join(unknown)}"
+        )
+    if args.target is None:
+        return None
+    if args.adapter == "emulator":
+        return (
+            "--target takes only --adapter sandbox: matching the Instagram emulator's ledger "
+            "to posts needs each account's Instagram user id, which only the database holds"
+        )
+    if not (args.api_key and args.project and args.sandbox_url):
+        return "--target needs --api-key, --project and --sandbox-url"
+    platform = PLATFORM_FAULTS_OF[args.adapter]
+    if set(kinds) - set(platform):
+        return "with --target only platform faults can be injected: " + ", ".join(platform)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """One chaos run; exit 1 on any violation (with each post's full history), 2 on misuse."""
-    kinds = (
-        []
-        if args.faults.strip() == "none"
-        else [k.strip() for k in args.faults.split(",") if k.strip()]
-    )
+    kinds = _kinds(args)
+    problem = _misuse(args, kinds)
+    if problem:
+        print(f"publisher: {problem}", file=sys.stderr)
+        return 2
+    emulator = args.adapter == "emulator"
     history = History()
     stack: Stack | None = None
     started = time.time()
     local = args.target is None
     database_url: str | None = args.database_url
-    if local:
-        database_url = database_url or _default_db()
-        _reset_database(database_url)
-        stack = Stack(
-            database_url=database_url,
-            workers=args.workers,
-            concurrency=args.concurrency,
-            env_overrides=dict(CHAOS_ENV),
-            keep_logs=args.keep,
-        )
-        stack.start()
-        api_url, sandbox_url = stack.api_url, stack.sandbox_url
-        api_key, project_id, accounts = _local_tenant(database_url, sandbox_url)
-        print(f"chaos: stack up (logs in {stack.logdir})", flush=True)
-    else:
-        if not (args.api_key and args.project and args.sandbox_url):
-            print(
-                "publisher: --target needs --api-key, --project and --sandbox-url", file=sys.stderr
-            )
-            return 2
-        if set(kinds) - set(PLATFORM_FAULTS):
-            print(
-                "publisher: with --target only platform faults can be injected: "
-                + ", ".join(PLATFORM_FAULTS),
-                file=sys.stderr,
-            )
-            return 2
-        api_url, sandbox_url, api_key, project_id = (
-            args.target,
-            args.sandbox_url,
-            args.api_key,
-            args.project,
-        )
-        accounts = []
-    client = Client(api_url, api_key, history)
-    if not accounts:
-        r = client.http.get(f"/v1/projects/{project_id}/social-accounts", params={"limit": 100})
-        r.raise_for_status()
-        accounts = [a["id"] for a in r.json()["items"]]
-    injector = Injector(
-        kinds,
-        args.fault_every,
-        args.seed,
-        history,
-        sandbox_url,
-        stack,
-        database_url if local else None,
-    )
     try:
+        if local:
+            database_url = database_url or _default_db()
+            _reset_database(database_url)
+            stack = Stack(
+                database_url=database_url,
+                workers=args.workers,
+                concurrency=args.concurrency,
+                env_overrides=dict(CHAOS_ENV),
+                keep_logs=args.keep,
+            )
+            stack.start()
+            if emulator:
+                stack.set_instagram_faults(**EMULATOR_KNOBS, seed=args.seed)
+            api_url = stack.api_url
+            platform_url = stack.instagram_url if emulator else stack.sandbox_url
+            api_key, project_id, accounts = _local_tenant(database_url, stack, args.adapter)
+            print(f"chaos: stack up (logs in {stack.logdir})", flush=True)
+        else:
+            api_url, platform_url, api_key, project_id = (
+                args.target,
+                args.sandbox_url,
+                args.api_key,
+                args.project,
+            )
+            accounts = []
+        client = Client(api_url, api_key, history)
+        if not accounts:
+            r = client.http.get(f"/v1/projects/{project_id}/social-accounts", params={"limit": 100})
+            r.raise_for_status()
+            accounts = [a["id"] for a in r.json()["items"]]
+        injector = Injector(
+            kinds,
+            args.fault_every,
+            args.seed,
+            history,
+            platform_url,
+            stack,
+            database_url if local else None,
+            adapter=args.adapter,
+        )
         load = Load(
             client,
             project_id,
@@ -329,13 +388,18 @@ def run(args: argparse.Namespace) -> int:
             injector.stop()
         print(f"chaos: load done ({len(load.post_ids):,} posts); settling", flush=True)
         _settle(client, load.post_ids, args.settle_timeout)
-        read_ledger(history, sandbox_url)
+        if emulator:
+            assert database_url is not None
+            keys = instagram_keys(database_url, load.post_ids)
+            read_instagram_ledger(history, platform_url, keys)
+        else:
+            read_ledger(history, platform_url)
         if local and database_url:
             read_state(history, load.post_ids, database_url)
         else:
             _read_state_over_api(history, client, load.post_ids)
         verdicts = checker.check(history, checker.Bounds(settle=timedelta(seconds=args.bound)))
-        rep = report(history, verdicts, stack, time.time() - started)
+        rep = report(history, verdicts, stack, time.time() - started, args.adapter)
         _print_report(rep, verdicts)
         Path(args.report).write_text(json.dumps(rep, indent=2))
         history.dump(Path(args.report).with_suffix(".history.json"))
@@ -372,18 +436,46 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
         print(f"chaos: {len(pending)} posts still not terminal after {timeout:g}s", file=sys.stderr)
 
 
-def _local_tenant(database_url: str, sandbox_url: str) -> tuple[str, str, list[str]]:
-    """A tenant with 60 sandbox accounts, so waves can be 50 targets wide."""
+def _local_tenant(database_url: str, stack: Stack, adapter: str) -> tuple[str, str, list[str]]:
+    """A tenant whose accounts take the load: 60 sandbox accounts, so waves can be 50 targets
+    wide; or EMULATOR_ACCOUNTS Instagram accounts the stack's emulator issued (a wider wave
+    spreads over more content, since each account gets a container at most once)."""
+    from shared.accounts.accounts import add_issued_account, emulator_instagram_account
     from shared.kit.db import init_engine, transaction
+    from shared.models import Platform
     from shared.tenancy.tenants import create_tenant
 
+    instagram = Platform.INSTAGRAM.value
+    # Before the transaction: none stays open while the emulator answers.
+    issued = (
+        [
+            emulator_instagram_account(stack.instagram_url, timeout=10)
+            for _ in range(EMULATOR_ACCOUNTS)
+        ]
+        if adapter == "emulator"
+        else []
+    )
     init_engine("publisher.chaos", url=database_url, pool_size=2)
     with transaction() as tx:
-        t = create_tenant(
-            tx.session,
-            "Chaos",
-            ["tiktok", "instagram"],
-            sandbox_url=sandbox_url,
-            extra_accounts=58,
-        )
-    return t.key.token, t.project_id, [a.id for a in t.social_accounts + t.extra_accounts]
+        if issued:
+            t = create_tenant(
+                tx.session,
+                "Chaos",
+                [instagram],
+                sandbox_url=stack.sandbox_url,
+                issued={instagram: issued[0]},
+            )
+            more = [
+                add_issued_account(tx.session, t.organization_id, t.project_id, instagram, a)
+                for a in issued[1:]
+            ]
+        else:
+            t = create_tenant(
+                tx.session,
+                "Chaos",
+                [Platform.TIKTOK.value, instagram],
+                sandbox_url=stack.sandbox_url,
+                extra_accounts=58,
+            )
+            more = t.extra_accounts
+    return t.key.token, t.project_id, [a.id for a in t.social_accounts + more]
