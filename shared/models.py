@@ -76,6 +76,8 @@ TERMINAL = frozenset(
 SANDBOX_ADAPTER = "sandbox"
 # The adapter of accounts that post through Instagram's Graph API, or its emulator.
 INSTAGRAM_ADAPTER = "instagram"
+# The adapter of accounts that post through TikTok's Content Posting API, or its emulator.
+TIKTOK_ADAPTER = "tiktok"
 
 
 class Organization(Base):
@@ -182,6 +184,12 @@ class ScheduledPost(Base):
             "scheduled_for",
             postgresql_where=text("status = 'queued'"),
         ),
+        # The dispatcher re-arms polls of posts awaiting the platform whose message was lost.
+        Index(
+            "ix_scheduled_posts_awaiting_poll",
+            "poll_at",
+            postgresql_where=text("status = 'publishing' AND awaiting_since IS NOT NULL"),
+        ),
         # The reaper scans only publishing rows by lease.
         Index(
             "ix_scheduled_posts_publishing_lease",
@@ -217,6 +225,11 @@ class ScheduledPost(Base):
     # The platform's own handle for this post's publish (Instagram container id, TikTok
     # publish_id), persisted before it is needed to reconcile.
     platform_handle: Mapped[str | None] = mapped_column(String(200))
+    # Set once the platform accepted the publish and completes it on its own (TikTok): the
+    # post stays `publishing` with no lease, and a poll task due at `poll_at` asks again.
+    awaiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     # Fencing token: bumped by every reschedule, cancel and re-dispatch. A task carries the
     # token it was sent with and does nothing once the row's token has moved on.

@@ -307,6 +307,11 @@ def test_a_token_near_its_expiry_is_refreshed_once(ig: Served) -> None:
     ig.set_faults(token_lifetime_s=3600, refresh_min_age_s=0)
     tenant = instagram_tenant("Refresh", ig.url)
     account_id = tenant.accounts["instagram"]
+    with transaction() as tx:  # as if issued 59 minutes ago: a minute left
+        row = tx.session.get(SocialAccount, account_id)
+        assert row is not None and row.token_expires_at is not None
+        row.token_refreshed_at = utcnow() - timedelta(minutes=59)
+        row.token_expires_at = utcnow() + timedelta(minutes=1)
     before = _account(account_id)
     old_token = unseal(before.credentials or b"").access_token
     settings = SETTINGS.model_copy(update={"instagram_refresh_min_age_s": 0})

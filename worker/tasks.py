@@ -9,7 +9,13 @@ import socket
 
 from celery import Task
 
-from shared.publishing.protocol import dispatch_once, reap_once, run_publish, run_reconcile
+from shared.publishing.protocol import (
+    dispatch_once,
+    reap_once,
+    run_poll,
+    run_publish,
+    run_reconcile,
+)
 from shared.publishing.tasks import TaskName
 from worker.celery_app import app
 
@@ -27,6 +33,12 @@ def publish(self: Task[[str, int], str], post_id: str, token: int) -> str:
 def reconcile(post_id: str, token: int) -> str:
     """Settle a post whose worker vanished after its upload started."""
     return run_reconcile(post_id, token).value
+
+
+@app.task(name=TaskName.POLL)
+def poll(post_id: str, token: int) -> str:
+    """Ask the platform about a post it accepted and completes on its own."""
+    return run_poll(post_id, token).value
 
 
 # The ticks send no monitoring events: at one a second they would push the publish tasks

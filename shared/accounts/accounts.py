@@ -20,6 +20,7 @@ from shared.kit.settings import Settings, get_settings
 from shared.models import (
     INSTAGRAM_ADAPTER,
     SANDBOX_ADAPTER,
+    TIKTOK_ADAPTER,
     AccountStatus,
     Platform,
     Project,
@@ -170,6 +171,28 @@ def emulator_instagram_account(
     )
     return IssuedAccount(
         user_id, handle, Credentials(token), float(expires_in), INSTAGRAM_ADAPTER, base
+    )
+
+
+def emulator_tiktok_account(
+    api_url: str, username: str | None = None, *, timeout: float
+) -> IssuedAccount:
+    """A new creator and its token pair, issued by the TikTok emulator as Login Kit would
+    (`POST /emulator/accounts`)."""
+    base = api_url.rstrip("/")
+    url = f"{base}/emulator/accounts"
+    try:
+        response = httpx.post(url, json={"username": username} if username else {}, timeout=timeout)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):
+        raise Unavailable(f"{url} does not answer as the TikTok emulator") from None
+    if not isinstance(body, dict):
+        raise Unavailable(f"{url} does not answer as the TikTok emulator")
+    open_id, handle, token, refresh, expires_in = _strings(
+        body, url, "openId", "username", "accessToken", "refreshToken", "expiresIn"
+    )
+    return IssuedAccount(
+        open_id, handle, Credentials(token, refresh), float(expires_in), TIKTOK_ADAPTER, base
     )
 
 

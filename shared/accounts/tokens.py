@@ -46,20 +46,30 @@ def mark_reauth_required(session: Session, account_id: str, reason: str) -> None
 
 
 def refresh_due(account: SocialAccount, settings: Settings, now: datetime) -> bool:
-    """Whether the account's token expires within the refresh window."""
+    """Whether the account's token expires within the refresh window: TOKEN_REFRESH_AHEAD_S,
+    or half the token's lifetime if that is shorter (TikTok's last a day, Instagram's 60)."""
     expires = account.token_expires_at
-    return expires is not None and expires - now <= timedelta(
-        seconds=settings.token_refresh_ahead_s
-    )
+    if expires is None:
+        return False
+    ahead = timedelta(seconds=settings.token_refresh_ahead_s)
+    if account.token_refreshed_at is not None:
+        ahead = min(ahead, (expires - account.token_refreshed_at) / 2)
+    return expires - now <= ahead
 
 
-def ensure_fresh(seen: SocialAccount, settings: Settings, refresher: Refresher) -> SocialAccount:
+def ensure_fresh(
+    seen: SocialAccount, settings: Settings, refresher: Refresher, min_age: timedelta
+) -> SocialAccount:
     """The account with a token that is not about to expire, refreshing it if it is, under
     the account's row lock. A platform refusal marks it `reauth_required`; a platform that
     cannot answer leaves the current (still valid) token in place for the next try.
 
     `seen` is the account as read before the lock: if its token changed meanwhile, another
-    worker refreshed it and this one uses that token instead of spending another refresh."""
+    worker refreshed it and this one uses that token instead of spending another refresh
+    (TikTok's refresh tokens may rotate: a second use of one fails). A refresh whose answer
+    was lost, or whose saving crashed, spends a rotating token: the next try is refused
+    (`invalid_grant`) and the account becomes `reauth_required`, reported, never silent.
+    `min_age`: how old the platform wants a token before it refreshes it."""
     account_id, seen_refresh = seen.id, seen.token_refreshed_at
 
     def step(tx: Tx) -> SocialAccount:
@@ -72,15 +82,22 @@ def ensure_fresh(seen: SocialAccount, settings: Settings, refresher: Refresher) 
         ):
             return account  # another worker refreshed it first, or nothing to do
         assert account.token_expires_at is not None
-        if account.token_expires_at <= now:
+        old = unseal(account.credentials, settings) if account.credentials else None
+        has_refresh_token = old is not None and old.refresh_token is not None
+        if account.token_expires_at <= now and not has_refresh_token:
+            # Instagram refreshes only a live token; TikTok's refresh token outlives it.
             mark_reauth_required(tx.session, account_id, "The access token expired")
             return account
         issued = account.token_refreshed_at
-        min_age = timedelta(seconds=settings.instagram_refresh_min_age_s)
         if issued is not None and now - issued < min_age:
             return account  # too young to refresh; still valid
         try:
             refreshed = refresher(account)
+        except ValueError as exc:  # nothing to refresh with (no refresh token)
+            log.warning(
+                "token cannot be refreshed", extra={"accountId": account_id, "error": str(exc)}
+            )
+            return account
         except PlatformError as exc:
             if exc.token_invalid:
                 mark_reauth_required(tx.session, account_id, str(exc))
@@ -90,7 +107,6 @@ def ensure_fresh(seen: SocialAccount, settings: Settings, refresher: Refresher) 
                     extra={"accountId": account_id, "error": str(exc)},
                 )
             return account
-        old = unseal(account.credentials, settings) if account.credentials else None
         account.credentials = seal(
             Credentials(
                 refreshed.access_token,

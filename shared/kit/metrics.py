@@ -61,6 +61,11 @@ RECONCILIATIONS = Counter(
     "Reconcile outcomes: found, absent_reuploaded, unknown, exhausted, stale",
     ["result"],
 )
+POLLS = Counter(
+    "publisher_polls_total",
+    "Polls of posts a platform completes on its own: pending, published, draft, failed, stale",
+    ["result"],
+)
 PLATFORM_ERRORS = Counter(
     "publisher_platform_errors_total",
     "Platform call errors by kind: transient, ambiguous, permanent",

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     instagram_container_wait_s: float = Field(default=120.0, gt=0, le=180)
     # Instagram refreshes only a token at least this old (documented: 24 h).
     instagram_refresh_min_age_s: float = Field(default=86_400.0, ge=0)
+    # Where emulator-bound TikTok accounts post; a real deployment sets TikTok's open API
+    # host (https://open.tiktokapis.com).
+    tiktok_api_url: str = "http://127.0.0.1:8902"
+    # The TikTok app's client key and secret: refreshing a token needs them.
+    tiktok_client_key: str = "publisher-dev"
+    tiktok_client_secret: str = "publisher-dev-secret"  # noqa: S105 - a development default
+    # A post TikTok accepted is asked about again after this, doubling up to the cap: TikTok
+    # allows 30 status reads a minute per token, and moderation can take hours.
+    poll_first_s: float = Field(default=2.0, gt=0)
+    poll_cap_s: float = Field(default=300.0, gt=0)
+    # TikTok said PUBLISH_COMPLETE but no public post id has come for this long: record it
+    # published under its publish_id rather than wait on moderation forever.
+    moderation_wait_s: float = Field(default=72 * 3600.0, gt=0)
     # An access token this close to its expiry is refreshed before the account's next post.
     token_refresh_ahead_s: float = Field(default=7 * 86_400.0, ge=0)
 

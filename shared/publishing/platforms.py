@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from enum import StrEnum
+from typing import Any, Final, Protocol, runtime_checkable
 
 import httpx
 
@@ -26,6 +27,31 @@ class UploadPayload:
 class Uploaded:
     external_id: str
     external_url: str | None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The platform took the post and will complete it on its own; `handle` asks about it."""
+
+    handle: str
+
+
+class CompletionState(StrEnum):
+    PENDING = "pending"  # still processing (or in moderation)
+    PUBLISHED = "published"
+    DRAFT = "draft"  # delivered to the creator's inbox
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What the platform says of a post it accepted."""
+
+    state: CompletionState
+    external_id: str | None = None
+    external_url: str | None = None
+    reason: str | None = None  # the platform's own, for FAILED
+    complete: bool = False  # PENDING, but processing is done (moderation may follow)
 
 
 @dataclass(frozen=True)
@@ -152,6 +178,19 @@ GRAPH_QUOTA_SUBCODE: Final = 2207042
 GRAPH_SPENT_CONTAINER_SUBCODES: Final = frozenset({2207020, 2207032, 2207053})
 
 
+def _no_platform_body(response: httpx.Response, expected: str) -> PlatformError:
+    """An answer without the platform's error body: an edge's 502/504 or a cut answer, so the
+    call may have landed (unless it says it was not processed: 503, 429)."""
+    status = response.status_code
+    return PlatformError(
+        f"platform answered {status} without {expected}",
+        transient=True,
+        ambiguous=status not in {503, 429},
+        retry_after=_retry_after(response),
+        status=status,
+    )
+
+
 def classify_graph(response: httpx.Response) -> PlatformError:
     """A Graph API error answer, by its documented `code` / `error_subcode`.
 
@@ -166,14 +205,7 @@ def classify_graph(response: httpx.Response) -> PlatformError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        # No Graph body: an edge's 502/504 or a cut answer; the call may have landed.
-        return PlatformError(
-            f"platform answered {status} without a Graph error",
-            transient=True,
-            ambiguous=status not in {503, 429},
-            retry_after=_retry_after(response),
-            status=status,
-        )
+        return _no_platform_body(response, "a Graph error")
     code = error.get("code")
     subcode = error.get("error_subcode")
     label = f"{code}/{subcode}" if subcode is not None else str(code)
@@ -202,6 +234,56 @@ def classify_graph(response: httpx.Response) -> PlatformError:
     return PlatformError(message, transient=False, **common)
 
 
+# TikTok error codes (PLATFORMS.md) that end a post, and those that mean the token is dead.
+TIKTOK_TOKEN_CODES: Final = frozenset({"access_token_invalid"})
+TIKTOK_RATE_LIMIT: Final = "rate_limit_exceeded"
+
+
+def classify_tiktok(response: httpx.Response) -> PlatformError:
+    """A TikTok error answer, by its documented `error.code` (or an OAuth `error`).
+
+    Rate limits retry later; an invalid access token, or a refresh token TikTok no longer
+    takes (`invalid_grant`: used already, or expired), means the user must reconnect;
+    `internal_error` may hide a success; everything else is final with TikTok's code.
+    """
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "error" not in body:
+        return _no_platform_body(response, "a TikTok error")
+    error = body["error"]
+    if isinstance(error, str):  # the OAuth endpoint's shape
+        message = f"TikTok OAuth error {error}: {body.get('error_description', '')}"[:500]
+        return PlatformError(
+            message,
+            transient=False,
+            token_invalid=error == "invalid_grant",
+            failure_code="ACCOUNT_REAUTH_REQUIRED" if error == "invalid_grant" else None,
+            platform_code=error,
+            status=status,
+        )
+    if not isinstance(error, dict):
+        return _no_platform_body(response, "a TikTok error")
+    code = str(error.get("code"))
+    message = f"TikTok error {code}: {error.get('message', '')}"[:500]
+    common: dict[str, Any] = {"platform_code": code, "status": status}
+    if code == TIKTOK_RATE_LIMIT or status == 429:
+        return PlatformError(message, transient=True, retry_after=_retry_after(response), **common)
+    if code in TIKTOK_TOKEN_CODES:
+        return PlatformError(
+            message,
+            transient=False,
+            token_invalid=True,
+            failure_code="ACCOUNT_REAUTH_REQUIRED",
+            **common,
+        )
+    if status >= 500:
+        return PlatformError(message, transient=True, ambiguous=status != 503, **common)
+    return PlatformError(message, transient=False, **common)
+
+
 class PlatformAdapter(Protocol):
     """One account's platform, in the protocol's three steps (docs/design.md)."""
 
@@ -217,14 +299,24 @@ class PlatformAdapter(Protocol):
         the post is still ours; None once it is not. Raises PlatformError."""
         ...
 
-    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
-        """The irreversible call. Raises PlatformError."""
+    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded | Accepted:
+        """The irreversible call: the post, or the platform's handle to ask about it later.
+        Raises PlatformError."""
         ...
 
     def lookup(
         self, key: str, payload: UploadPayload, handle: str | None, since: datetime
     ) -> Uploaded | None:
         """The post this publish made; None if the platform confirms there is none."""
+        ...
+
+
+@runtime_checkable
+class CompletesLater(Protocol):
+    """An adapter whose platform completes accepted posts on its own (TikTok)."""
+
+    def completion(self, handle: str) -> Completion:
+        """What became of the accepted post. Raises PlatformError."""
         ...
 
 

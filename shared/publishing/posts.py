@@ -559,6 +559,8 @@ def record_uploaded(
     post.last_error = None
     post.owner = None
     post.lease_expires_at = None
+    post.awaiting_since = None
+    post.poll_at = None
     post.updated_at = now
     return True
 
@@ -582,6 +584,105 @@ def record_failed(
     _fail(post, code, message, platform_code)
     post.updated_at = now
     return True
+
+
+@dataclass(frozen=True)
+class Poll:
+    """A poll task to send after commit: ask the platform about a post it is completing."""
+
+    post_id: str
+    token: int
+    task_id: str
+    eta: datetime
+
+
+def _arm_poll(post: ScheduledPost, eta: datetime, now: datetime) -> Poll:
+    post.poll_at = eta
+    post.task_id = str(uuid.uuid4())
+    post.dispatched_at = now
+    post.updated_at = now
+    return Poll(post.id, post.dispatch_version, post.task_id, eta)
+
+
+def record_accepted(
+    session: Session,
+    post_id: str,
+    token: int,
+    owner: str,
+    *,
+    handle: str,
+    now: datetime,
+    first_poll: timedelta,
+) -> Poll | None:
+    """The platform took the post and completes it on its own (TikTok's `publish_id`): save
+    the handle in the first commit after the answer, give up the lease, and arm a poll. The
+    post stays `publishing`; the reaper leaves it alone (no lease), the dispatcher re-arms a
+    lost poll."""
+    post = _lock_for_worker(session, post_id)
+    if post is not None and post.awaiting_since is not None and post.platform_handle == handle:
+        return None  # a retried commit of this very record
+    if not _ours(post, token, owner):
+        return None
+    assert post is not None
+    post.platform_handle = handle
+    post.awaiting_since = now
+    post.owner = None
+    post.lease_expires_at = None
+    return _arm_poll(post, now + first_poll, now)
+
+
+def _awaiting(post: ScheduledPost | None, token: int) -> bool:
+    return (
+        post is not None
+        and post.status == PostStatus.PUBLISHING
+        and post.awaiting_since is not None
+        and post.dispatch_version == token
+    )
+
+
+def take_for_poll(session: Session, post_id: str, token: int) -> ScheduledPost | None:
+    """The post, if it still awaits the platform under this poll's token."""
+    post = _lock_for_worker(session, post_id)
+    if not _awaiting(post, token):
+        return None
+    assert post is not None
+    post.polls += 1
+    return post
+
+
+def next_poll(
+    session: Session, post_id: str, token: int, *, now: datetime, delay: timedelta
+) -> Poll | None:
+    """Ask again later: the platform is still processing (or could not answer)."""
+    post = _lock_for_worker(session, post_id)
+    if not _awaiting(post, token):
+        return None
+    assert post is not None
+    return _arm_poll(post, now + delay, now)
+
+
+def rearm_lost_polls(
+    session: Session, *, now: datetime, grace: timedelta, limit: int
+) -> list[Poll]:
+    """Posts awaiting the platform whose poll should have run by now and did not (its message
+    was lost with Redis): a new token and a poll due now. The lost one, should it surface,
+    does nothing."""
+    rows = session.scalars(
+        select(ScheduledPost)
+        .where(
+            ScheduledPost.status == PostStatus.PUBLISHING,
+            ScheduledPost.awaiting_since.is_not(None),
+            ScheduledPost.poll_at < now - grace,
+        )
+        .order_by(ScheduledPost.poll_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    out = []
+    for post in rows:
+        post.dispatch_version += 1
+        out.append(_arm_poll(post, now, now))
+    return out
 
 
 @dataclass(frozen=True)
@@ -682,6 +783,8 @@ def _fail(post: ScheduledPost, code: str, message: str, platform_code: str | Non
     post.last_error = {"code": code, "message": message, "platformCode": platform_code}
     post.owner = None
     post.lease_expires_at = None
+    post.awaiting_since = None
+    post.poll_at = None
 
 
 # --- reads ---------------------------------------------------------------------------------

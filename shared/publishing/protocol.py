@@ -22,15 +22,19 @@ from shared.kit.db import Tx, run_in_transaction
 from shared.kit.settings import Settings, get_settings
 from shared.models import AccountStatus, ScheduledPost, SocialAccount
 from shared.publishing import posts
-from shared.publishing.adapters import adapter_for, refresh_token
+from shared.publishing.adapters import adapter_for, refresh_min_age, refresh_token
 from shared.publishing.platforms import (
+    Accepted,
+    CompletesLater,
+    Completion,
+    CompletionState,
     PlatformAdapter,
     PlatformError,
     Preparation,
     Uploaded,
     UploadPayload,
 )
-from shared.publishing.tasks import send_publish, send_reconcile
+from shared.publishing.tasks import send_poll, send_publish, send_reconcile
 
 log = logging.getLogger("publisher.worker")
 
@@ -42,6 +46,7 @@ class Outcome(StrEnum):
     PUBLISHED = "published"
     FAILED = "failed"
     STALE = "stale"  # the post moved on (canceled, rescheduled, re-dispatched, done)
+    AWAITING_PLATFORM = "awaiting_platform"  # accepted; the platform completes it, polls ask
     CANCELED_BEFORE_UPLOAD = "canceled_before_upload"
 
 
@@ -153,7 +158,12 @@ def _prepare(
     if account.status == AccountStatus.CONNECTED and tokens.refresh_due(
         account, settings, utcnow()
     ):
-        account = tokens.ensure_fresh(account, settings, lambda a: refresh_token(a, settings))
+        account = tokens.ensure_fresh(
+            account,
+            settings,
+            lambda a: refresh_token(a, settings),
+            refresh_min_age(account, settings),
+        )
     if failure := _account_failure(account):
         return failure
     payload = UploadPayload(
@@ -270,7 +280,7 @@ class Publication:
 
 def publish_with_retries(
     prepared: Prepared, pub: Publication, settings: Settings, lease: _Lease
-) -> Uploaded | _Failure:
+) -> Uploaded | Accepted | _Failure:
     """Publish until it lands or fails for good; never a blind second irreversible call.
 
     Transient errors retry with backoff; final ones fail at once. An ambiguous answer (the
@@ -366,10 +376,18 @@ def _publish_and_record(
         log.warning("lost the post mid-publish; the reconciler decides", extra={"postId": post_id})
         return Outcome.STALE
     failpoints.hit("after_upload", post_id)
-    return _record(post_id, token, result)
+    return _record(post_id, token, result, lease.owner, settings)
 
 
-def _record(post_id: str, token: int, result: Uploaded | _Failure) -> Outcome:
+def _record(
+    post_id: str,
+    token: int,
+    result: Uploaded | Accepted | _Failure,
+    owner: str = "",
+    settings: Settings | None = None,
+) -> Outcome:
+    if isinstance(result, Accepted):
+        return _record_accepted(post_id, token, owner, result, settings or get_settings())
     if isinstance(result, Uploaded):
         recorded = run_in_transaction(
             lambda tx: posts.record_uploaded(
@@ -399,6 +417,30 @@ def _record(post_id: str, token: int, result: Uploaded | _Failure) -> Outcome:
             post_id, None, "publishing->failed", code=result.code, platformCode=result.platform_code
         )
     return Outcome.FAILED
+
+
+def _record_accepted(
+    post_id: str, token: int, owner: str, accepted: Accepted, settings: Settings
+) -> Outcome:
+    """Save the platform's handle in the first commit after its answer, and arm the poll."""
+
+    def step(tx: Tx) -> posts.Poll | None:
+        poll = posts.record_accepted(
+            tx.session,
+            post_id,
+            token,
+            owner,
+            handle=accepted.handle,
+            now=utcnow(),
+            first_poll=timedelta(seconds=settings.poll_first_s),
+        )
+        if poll is not None:
+            tx.after_commit(partial(send_poll, poll))
+        return poll
+
+    if run_in_transaction(step) is not None:
+        logs.transition(post_id, None, "publishing:awaiting_platform", handle=accepted.handle)
+    return Outcome.AWAITING_PLATFORM
 
 
 def run_publish(
@@ -544,6 +586,68 @@ def run_reconcile(
     return _publish_and_record(post_id, token, prepared, pub, settings, lease)
 
 
+def _poll_delay(polls: int, settings: Settings) -> timedelta:
+    return timedelta(seconds=min(settings.poll_cap_s, settings.poll_first_s * 2 ** max(0, polls)))
+
+
+def run_poll(
+    post_id: str,
+    token: int,
+    *,
+    make_adapter: AdapterFactory = _default_adapter,
+    settings: Settings | None = None,
+) -> Outcome:
+    """Ask the platform about a post it accepted: done (published, draft or failed) is
+    recorded; still processing, or no answer, asks again later with backoff. Holds no lease:
+    a poll only reads the platform, and its token fences the record."""
+    settings = settings or get_settings()
+    post = run_in_transaction(lambda tx: posts.take_for_poll(tx.session, post_id, token))
+    if post is None or post.platform_handle is None:
+        metrics.POLLS.labels("stale").inc()
+        return Outcome.STALE
+    handle = post.platform_handle
+    prepared = _prepare(post, make_adapter, settings)
+    adapter = prepared.adapter if not isinstance(prepared, _Failure) else None
+    completion = None
+    if isinstance(adapter, CompletesLater):
+        try:
+            completion = adapter.completion(handle)
+        except PlatformError as exc:
+            log.info(
+                "poll failed; asking again later", extra={"postId": post_id, "error": str(exc)}
+            )
+    else:
+        # The account cannot be asked now (reauth, disconnected): keep asking, slowly, so the
+        # post completes once it is reconnected; never guess.
+        log.warning("cannot poll the platform", extra={"postId": post_id})
+    if completion is not None and completion.state == CompletionState.PENDING:
+        waited = utcnow() - (post.awaiting_since or utcnow())
+        if completion.complete and waited > timedelta(seconds=settings.moderation_wait_s):
+            completion = Completion(CompletionState.PUBLISHED, external_id=handle)
+    if completion is None or completion.state == CompletionState.PENDING:
+        delay = _poll_delay(post.polls, settings)
+
+        def again(tx: Tx) -> None:
+            poll = posts.next_poll(tx.session, post_id, token, now=utcnow(), delay=delay)
+            if poll is not None:
+                tx.after_commit(partial(send_poll, poll))
+
+        run_in_transaction(again)
+        metrics.POLLS.labels("pending").inc()
+        return Outcome.AWAITING_PLATFORM
+    metrics.POLLS.labels(completion.state.value).inc()
+    if completion.state == CompletionState.FAILED:
+        failure = _Failure(
+            "PLATFORM_REJECTED",
+            f"The platform failed the post: {completion.reason}",
+            completion.reason,
+        )
+        return _record(post_id, token, failure)
+    return _record(
+        post_id, token, Uploaded(completion.external_id or handle, completion.external_url)
+    )
+
+
 # --- the control ticks ----------------------------------------------------------------
 
 
@@ -561,7 +665,15 @@ def dispatch_once() -> int:
         )
         for d in due:
             tx.after_commit(partial(send_publish, d))
-        return len(due)
+        polls = posts.rearm_lost_polls(
+            tx.session,
+            now=utcnow(),
+            grace=timedelta(seconds=settings.redispatch_grace_s),
+            limit=settings.dispatch_batch,
+        )
+        for poll in polls:
+            tx.after_commit(partial(send_poll, poll))
+        return len(due) + len(polls)
 
     sent = run_in_transaction(tick)
     if sent:

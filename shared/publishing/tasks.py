@@ -13,7 +13,7 @@ from celery import Celery
 from shared.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from shared.publishing.posts import Dispatch, Reconcile
+    from shared.publishing.posts import Dispatch, Poll, Reconcile
 
 
 class TaskName:
@@ -22,6 +22,7 @@ class TaskName:
     PUBLISH: Final = "publishing.publish"
     DISPATCH_DUE: Final = "publishing.dispatch_due"
     RECONCILE: Final = "publishing.reconcile"
+    POLL: Final = "publishing.poll"
     REAP: Final = "publishing.reap_expired"
 
 
@@ -59,6 +60,7 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             TaskName.PUBLISH: {"queue": PUBLISH_QUEUE},
             TaskName.RECONCILE: {"queue": PUBLISH_QUEUE},
+            TaskName.POLL: {"queue": PUBLISH_QUEUE},
             TaskName.DISPATCH_DUE: {"queue": CONTROL_QUEUE},
             TaskName.REAP: {"queue": CONTROL_QUEUE},
         },
@@ -93,6 +95,17 @@ def send_reconcile(job: Reconcile) -> None:
     """Send the task that settles a post whose worker vanished mid-upload."""
     client().send_task(
         TaskName.RECONCILE,
+        args=[job.post_id, job.token],
+        task_id=job.task_id,
+        eta=job.eta,
+        queue=PUBLISH_QUEUE,
+    )
+
+
+def send_poll(job: Poll) -> None:
+    """Send the task that asks the platform about a post it is completing on its own."""
+    client().send_task(
+        TaskName.POLL,
         args=[job.post_id, job.token],
         task_id=job.task_id,
         eta=job.eta,
