@@ -4,8 +4,9 @@
 probability, a non-negative amount, a count, one of a few choices, or the seed) and what it
 does. Everything else that lists the knobs is derived from it: `KNOBS` and `DEFAULTS` here,
 the body of `PUT /faults` and `POST /faults/reset` (sandbox/server.py), and the
-`publisher sandbox` flags (`add_knob_flags`, used by cli/main.py). The Instagram emulator's
-knobs (sandbox/instagram_faults.py) are another such dataclass, derived the same way.
+`publisher sandbox` flags (`add_knob_flags`, used by cli/main.py). The Instagram and TikTok
+emulators' knobs (sandbox/instagram_faults.py, sandbox/tiktok_faults.py) are other such
+dataclasses, derived the same way.
 
 Light to import on purpose (the standard library only): every CLI call builds the parser.
 """
@@ -19,9 +20,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-Kind = Literal["rate", "non_negative", "count", "choice", "seed"]
+# A `switch` is on or off (True or False); on the command line, true/false (or 1/0, yes/no).
+Kind = Literal["rate", "non_negative", "count", "choice", "seed", "switch"]
 
-_METAVARS: Final[dict[str, str]] = {"rate": "R", "non_negative": "X", "count": "N", "seed": "N"}
+_METAVARS: Final[dict[str, str]] = {
+    "rate": "R",
+    "non_negative": "X",
+    "count": "N",
+    "seed": "N",
+    "switch": "BOOL",
+}
+_SWITCH_WORDS: Final[dict[str, bool]] = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 def knob(default: Any, kind: Kind, text: str, choices: tuple[Any, ...] = ()) -> Any:
@@ -81,6 +99,8 @@ class Knob:
         """What a value of the knob is (the seed may also be None)."""
         if self.kind == "choice":
             return type(self.choices[0])
+        if self.kind == "switch":
+            return bool
         return int if self.kind in ("seed", "count") else float
 
     @property
@@ -111,6 +131,11 @@ def _checked(k: Knob, value: Any) -> Any:
     if k.kind == "seed":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{k.name} must be an integer or null, got {value!r}")
+        return value
+    if k.kind == "switch":
+        # Only a real bool: 1 or "yes" in PUT /faults is a mistake, not a yes.
+        if not isinstance(value, bool):
+            raise ValueError(f"{k.name} must be true or false, got {value!r}")
         return value
     if k.kind == "choice":
         # `in` alone would let True stand for 1 and 4.0 for 4.
@@ -144,12 +169,20 @@ def check_knobs(instance: Any) -> None:
         setattr(instance, k.name, _checked(k, getattr(instance, k.name)))
 
 
+def parse_switch(text: str) -> bool:
+    """A switch's value on the command line: true/false, 1/0, yes/no or on/off."""
+    try:
+        return _SWITCH_WORDS[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
+
+
 def add_knob_flags(parser: argparse.ArgumentParser, knobs: Iterable[Knob]) -> None:
     """One command-line flag per knob, with its default and help."""
     for k in knobs:
         parser.add_argument(
             k.flag,
-            type=k.type,
+            type=parse_switch if k.kind == "switch" else k.type,
             default=k.default,
             metavar=k.metavar,
             choices=k.choices or None,

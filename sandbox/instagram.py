@@ -68,7 +68,6 @@ reads use the user id, and a refresh the token's user id.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import dataclasses
@@ -76,14 +75,13 @@ import json
 import re
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -95,7 +93,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sandbox.instagram_faults import KNOBS, InstagramFaults
-from sandbox.server import DrawCounter, add_fault_routes, request_rng, update_model
+from sandbox.server import (
+    CallDraws,
+    Clock,
+    EmulatedCalls,
+    SystemClock,
+    describe_validation_error,
+    emulator_app,
+    iso_ms,
+    update_model,
+)
 
 InstagramFaultsUpdate: Final[type[BaseModel]] = update_model("InstagramFaultsUpdate", KNOBS)
 
@@ -118,33 +125,6 @@ Status = Literal["IN_PROGRESS", "FINISHED", "ERROR", "EXPIRED", "PUBLISHED"]
 _VERSION_PREFIX: Final = re.compile(r"^/v\d+\.\d+(?=/)")
 _DIGITS: Final = re.compile(r"^\d{1,25}$")
 _USERNAME: Final = re.compile(r"^[A-Za-z0-9._]{1,30}$")
-
-
-# --- Clock ------------------------------------------------------------------------------------
-
-
-class Clock(Protocol):
-    """Where the emulator reads the time and waits: injectable, so tests never sleep."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait (the injected latency)."""
-        ...
-
-
-class SystemClock:
-    """The real time."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait for real."""
-        await asyncio.sleep(seconds)
 
 
 # --- Graph errors -----------------------------------------------------------------------------
@@ -406,11 +386,6 @@ class ContainerSpec:
 
 def _graph_timestamp(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
-
-
-def _iso_ms(t: float) -> str:
-    moment = datetime.fromtimestamp(t, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _is_true(value: str | None) -> bool:
@@ -770,7 +745,7 @@ class InstagramPlatform:
             shortcode=secrets.token_urlsafe(8)[:11],
             children=children,
             source_urls=urls,
-            received_at=_iso_ms(now),
+            received_at=iso_ms(now),
         )
         self._media[media.id] = media
         return media
@@ -1080,47 +1055,7 @@ def page_of(
     return out
 
 
-# --- Faults -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CallDraws:
-    """Every random number one Graph call may use, drawn up front and always all of them,
-    so a call's faults don't depend on which rates happen to be non-zero."""
-
-    latency: float
-    rate_limited: float
-    server_error: float
-    lost: float
-    container_error: float
-
-
-class _CutResponse(Response):
-    """The start of an answer, then nothing: the connection is cut mid-body."""
-
-    def __init__(self, original: Response) -> None:
-        super().__init__(status_code=original.status_code)
-        self.raw_headers = original.raw_headers
-        self.original_body = bytes(original.body)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        half = self.original_body[: len(self.original_body) // 2]
-        await send({"type": "http.response.body", "body": half, "more_body": True})
-        # Returning with the body incomplete makes the server drop the connection.
-
-
-def lost_answer(original: Response, how: str) -> Response:
-    """The answer the caller gets when the real one is lost on the way."""
-    if how == "cut":
-        return _CutResponse(original)
-    return Response(
-        status_code=502,
-        content="<html><body><h1>502 Bad Gateway</h1></body></html>",
-        media_type="text/html",
-    )
+# --- Routing ----------------------------------------------------------------------------------
 
 
 class _VersionPrefix:
@@ -1147,14 +1082,6 @@ class AccountRequest(BaseModel):
     username: str | None = Field(default=None, pattern=_USERNAME.pattern)
 
 
-def _describe_validation_error(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        location = ".".join(str(part) for part in err.get("loc", ()))
-        parts.append(f"{location}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
 # --- The app ----------------------------------------------------------------------------------
 
 
@@ -1163,53 +1090,35 @@ def create_app(faults: InstagramFaults | None = None, clock: Clock | None = None
     live = dataclasses.replace(faults) if faults is not None else InstagramFaults()
     time_source: Clock = clock or SystemClock()
     platform = InstagramPlatform(live, time_source)
-    draws = DrawCounter()
-
-    app = FastAPI(title="Instagram emulator", version="1")
+    calls = EmulatedCalls(time_source)
+    app = emulator_app(
+        "Instagram emulator",
+        live,
+        platform,
+        calls,
+        InstagramFaultsUpdate,
+        invalid=lambda message: invalid_parameter(message).response(),
+    )
     app.add_middleware(_VersionPrefix)
-    # Only ever mutated in place, so references held by tests stay live.
-    app.state.platform = platform
-    app.state.faults = live
-    app.state.draws = draws
-
-    def draw(call: Call, key: str) -> tuple[CallDraws, int | None]:
-        seed = live.seed
-        # Unseeded draws are random anyway: no need to count (or remember) every key.
-        index = draws.next(call, key) if seed is not None else None
-        rng = request_rng(seed, call, key, index or 0)
-        values = CallDraws(
-            latency=rng.random(),
-            rate_limited=rng.random(),
-            server_error=rng.random(),
-            lost=rng.random(),
-            container_error=rng.random(),
-        )
-        return values, index
 
     async def graph_call(
         call: Call, key: str, action: Callable[[CallDraws, int | None], dict[str, Any]]
     ) -> Response:
-        values, index = draw(call, key)
-        delay_ms = live.latency_ms + values.latency * live.latency_jitter_ms
-        if call == "publish":
-            delay_ms += live.publish_latency_ms
-        if delay_ms > 0:
-            await time_source.sleep(delay_ms / 1000.0)
-        if values.rate_limited < live.rate_limited:
-            return _rate_limited(live.rate_limit_code).response()
-        publishing = call == "publish"
-        server_rate = live.rate_server_error_publish if publishing else live.rate_server_error
-        if values.server_error < server_rate:
-            return _server_error().response()
-        # From here to the answer there is no await: the action is one locked step.
-        answer: Response
-        try:
-            answer = JSONResponse(action(values, index))
-        except GraphError as exc:
-            answer = exc.response()
-        if values.lost < (live.rate_lost_publish if publishing else live.rate_lost):
-            return lost_answer(answer, live.lost_response)
-        return answer
+        def answer(values: CallDraws, index: int | None) -> Response:
+            try:
+                return JSONResponse(action(values, index))
+            except GraphError as exc:
+                return exc.response()
+
+        return await calls.call(
+            live,
+            call,
+            key,
+            point_of_no_return="publish" if call == "publish" else None,
+            limited=lambda: _rate_limited(live.rate_limit_code).response(),
+            server_error=lambda: _server_error().response(),
+            answer=answer,
+        )
 
     @app.exception_handler(GraphError)
     async def _graph_error(_: Request, exc: GraphError) -> JSONResponse:
@@ -1217,7 +1126,7 @@ def create_app(faults: InstagramFaults | None = None, clock: Clock | None = None
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return invalid_parameter(_describe_validation_error(exc)).response()
+        return invalid_parameter(describe_validation_error(exc)).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -1225,12 +1134,8 @@ def create_app(faults: InstagramFaults | None = None, clock: Clock | None = None
             return no_such_object(request.url.path.strip("/"), request.method.lower()).response()
         return GraphError(2500, f"Unknown path components: {request.url.path}").response()
 
-    # --- the emulator's own endpoints (registered first: `/{node_id}` would match them)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness probe."""
-        return {"status": "ok"}
+    # --- the emulator's own endpoints (registered first: `/{node_id}` would match them; the
+    # ledger, fault and health routes are already in, from emulator_app)
 
     @app.post("/emulator/accounts", status_code=201)
     async def create_account(body: AccountRequest | None = None) -> JSONResponse:
@@ -1248,27 +1153,6 @@ def create_app(faults: InstagramFaults | None = None, clock: Clock | None = None
                 "expiresIn": int(token.expires_at - token.issued_at),
             },
         )
-
-    @app.get("/ledger")
-    async def get_ledger() -> dict[str, Any]:
-        """Every public post the emulator made, in order, captions verbatim."""
-        return {"posts": platform.ledger()}
-
-    @app.post("/ledger/reset", status_code=204)
-    async def reset_ledger() -> Response:
-        """Forget posts, containers and quota usage (not accounts or tokens); every key's
-        fault sequence starts again."""
-        platform.reset()
-        draws.reset()
-        return Response(status_code=204)
-
-    add_fault_routes(
-        app,
-        live,
-        InstagramFaultsUpdate,
-        reseed=draws.reset,
-        invalid=lambda message: invalid_parameter(message).response(),
-    )
 
     # --- Graph
 
@@ -1310,9 +1194,7 @@ def create_app(faults: InstagramFaults | None = None, clock: Clock | None = None
 
         def action(values: CallDraws, index: int | None) -> dict[str, Any]:
             fault_key = f"{key}#{index}" if index is not None else None
-            container = platform.create_container(
-                token, user_id, params, values.container_error, fault_key
-            )
+            container = platform.create_container(token, user_id, params, values.outcome, fault_key)
             return {"id": container.id}
 
         return await graph_call("create", key, action)

@@ -3,6 +3,11 @@
 It answers like a real platform (latency, 429s, 5xx, lost responses, permanent rejections)
 and keeps an in-memory ledger of every post it actually created, so tests can assert on
 what the platform *received* rather than on what the caller *believes* happened.
+
+Also the pieces the platform emulators (sandbox/instagram.py, sandbox/tiktok.py) share: the
+knob routes (`add_fault_routes`, `update_model`), per-key seeded draws (`request_rng`,
+`DrawCounter`), the clock they read (`Clock`, `SystemClock`), and the fault pipeline of one
+call (`EmulatedCalls`: latency, a refusal, a server error, the effect, a lost answer).
 """
 
 import asyncio
@@ -12,18 +17,20 @@ import json
 import random
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from sandbox.faults import KNOBS, Faults, Knob
 from shared.publishing import platform_rules
@@ -90,6 +97,229 @@ class DrawCounter:
         """Every key starts its sequence again."""
         with self._lock:
             self._counts.clear()
+
+
+# --- What the emulators share: their clock, and the faults of one call ------------------------
+
+
+class Clock(Protocol):
+    """Where an emulator reads the time and waits: injectable, so tests never sleep."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait (the injected latency)."""
+        ...
+
+
+class SystemClock:
+    """The real time."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait for real."""
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class CallDraws:
+    """Every random number one emulated call may use, drawn up front and always all of them,
+    so a call's faults don't depend on which rates happen to be non-zero. `outcome` is what
+    the call's effect may draw on (whether a new container, or a new post, fails)."""
+
+    latency: float
+    rate_limited: float
+    server_error: float
+    lost: float
+    outcome: float
+
+
+@dataclass(frozen=True)
+class CallFaults:
+    """The knobs that apply to one call: its latency and how likely each fault is."""
+
+    latency_ms: float
+    jitter_ms: float
+    rate_limited: float
+    rate_server_error: float
+    rate_lost: float
+    lost_response: str
+
+    @classmethod
+    def of(cls, knobs: Any, point_of_no_return: str | None = None) -> "CallFaults":
+        """A call's faults from an emulator's knobs (`latency_ms`, `latency_jitter_ms`,
+        `rate_limited`, `rate_server_error`, `rate_lost`, `lost_response`). The call that is
+        the point of no return (`publish`, `init`) has its own: `<point>_latency_ms` more,
+        `rate_server_error_<point>` and `rate_lost_<point>`."""
+        point = point_of_no_return
+        extra_ms: float = getattr(knobs, f"{point}_latency_ms") if point else 0.0
+        return cls(
+            latency_ms=knobs.latency_ms + extra_ms,
+            jitter_ms=knobs.latency_jitter_ms,
+            rate_limited=knobs.rate_limited,
+            rate_server_error=getattr(
+                knobs, f"rate_server_error_{point}" if point else "rate_server_error"
+            ),
+            rate_lost=getattr(knobs, f"rate_lost_{point}" if point else "rate_lost"),
+            lost_response=knobs.lost_response,
+        )
+
+
+class _CutResponse(Response):
+    """The start of an answer, then nothing: the connection is cut mid-body."""
+
+    def __init__(self, original: Response) -> None:
+        super().__init__(status_code=original.status_code)
+        self.raw_headers = original.raw_headers
+        self.original_body = bytes(original.body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        half = self.original_body[: len(self.original_body) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        # Returning with the body incomplete makes the server drop the connection.
+
+
+def lost_answer(original: Response, how: str) -> Response:
+    """The answer the caller gets when the real one is lost on the way: a 502 from the edge
+    whose body is not the platform's (`how` = "502"), or the connection cut ("cut")."""
+    if how == "cut":
+        return _CutResponse(original)
+    return Response(
+        status_code=502,
+        content="<html><body><h1>502 Bad Gateway</h1></body></html>",
+        media_type="text/html",
+    )
+
+
+class EmulatedCalls:
+    """The faults of an emulator's calls, seeded per (seed, call, key, how many calls that key
+    made before), and the order they apply in: the latency, then a refusal (rate limited),
+    then a server error (either way nothing happened), then the call's effect, whose answer
+    may then be lost (it happened all the same)."""
+
+    def __init__(self, clock: Clock) -> None:
+        """Every key's sequence at its start."""
+        self.clock = clock
+        self.draws = DrawCounter()
+
+    def draw(self, seed: int | None, call: str, key: str) -> tuple[CallDraws, int | None]:
+        """The draws of one call, and its index in its key's sequence (None unseeded)."""
+        # Unseeded draws are random anyway: no need to count (or remember) every key.
+        index = self.draws.next(call, key) if seed is not None else None
+        rng = request_rng(seed, call, key, index or 0)
+        values = CallDraws(
+            latency=rng.random(),
+            rate_limited=rng.random(),
+            server_error=rng.random(),
+            lost=rng.random(),
+            outcome=rng.random(),
+        )
+        return values, index
+
+    async def run(
+        self,
+        values: CallDraws,
+        faults: CallFaults,
+        *,
+        limited: Callable[[], Response],
+        server_error: Callable[[], Response],
+        answer: Callable[[], Response],
+    ) -> Response:
+        """One call through its faults; `answer` carries it out (and renders its errors)."""
+        delay_ms = faults.latency_ms + values.latency * faults.jitter_ms
+        if delay_ms > 0:
+            await self.clock.sleep(delay_ms / 1000.0)
+        if values.rate_limited < faults.rate_limited:
+            return limited()
+        if values.server_error < faults.rate_server_error:
+            return server_error()
+        # From here to the answer there is no await: the effect is one locked step.
+        response = answer()
+        if values.lost < faults.rate_lost:
+            return lost_answer(response, faults.lost_response)
+        return response
+
+    async def call(
+        self,
+        knobs: Any,
+        call: str,
+        key: str,
+        *,
+        point_of_no_return: str | None,
+        limited: Callable[[], Response],
+        server_error: Callable[[], Response],
+        answer: Callable[[CallDraws, int | None], Response],
+    ) -> Response:
+        """One call of `key`, drawn and run with the faults `knobs` give it (`CallFaults.of`);
+        `answer` gets the call's draws and its index in its key's sequence."""
+        values, index = self.draw(knobs.seed, call, key)
+        return await self.run(
+            values,
+            CallFaults.of(knobs, point_of_no_return),
+            limited=limited,
+            server_error=server_error,
+            answer=lambda: answer(values, index),
+        )
+
+
+class EmulatedPlatform(Protocol):
+    """What an emulator's own routes read and reset."""
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every post the platform made, in order."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the posts (and what counts them), not the accounts or tokens."""
+        ...
+
+
+def emulator_app(
+    title: str,
+    knobs: Any,
+    platform: EmulatedPlatform,
+    calls: EmulatedCalls,
+    update: type[BaseModel],
+    *,
+    invalid: Callable[[str], JSONResponse],
+) -> FastAPI:
+    """A platform emulator's app with its own routes, never faulty: `GET /healthz`, `GET
+    /ledger`, `POST /ledger/reset`, and the knob routes (`add_fault_routes`). Registered
+    first, so no route of the platform's (`/{node_id}`) shadows them."""
+    app = FastAPI(title=title, version="1")
+    # Only ever mutated in place, so references held by tests stay live.
+    app.state.platform = platform
+    app.state.faults = knobs
+    app.state.draws = calls.draws
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness probe."""
+        return {"status": "ok"}
+
+    @app.get("/ledger")
+    async def get_ledger() -> dict[str, Any]:
+        """Every post the platform made, in order, captions verbatim."""
+        return {"posts": platform.ledger()}
+
+    @app.post("/ledger/reset", status_code=204)
+    async def reset_ledger() -> Response:
+        """Forget the posts (and what counts them: quotas, caps, rate windows), not accounts
+        or tokens; every key's fault sequence starts again."""
+        platform.reset()
+        calls.draws.reset()
+        return Response(status_code=204)
+
+    add_fault_routes(app, knobs, update, reseed=calls.draws.reset, invalid=invalid)
+    return app
 
 
 @dataclass(frozen=True)
@@ -204,7 +434,7 @@ def _update_field(knob: Knob) -> Any:
     # Non-optional types (but the seed's) so an explicit null is rejected.
     if knob.kind == "choice":
         return Literal[knob.choices]
-    return {"seed": int | None, "count": int}.get(knob.kind, float)
+    return {"seed": int | None, "count": int, "switch": StrictBool}.get(knob.kind, float)
 
 
 def update_model(name: str, knobs: tuple[Knob, ...]) -> type[BaseModel]:
@@ -302,9 +532,14 @@ def _format_seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+def iso_ms(t: float) -> str:
+    """A time (seconds since the epoch) as the ledgers show it: UTC to the millisecond."""
+    moment = datetime.fromtimestamp(t, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def _utc_now_iso() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso_ms(time.time())
 
 
 def _external_url(platform: str, account_id: str, external_id: str) -> str:
@@ -324,7 +559,8 @@ def _platform_rule_violation(body: PostRequest) -> tuple[str, str] | None:
     return None
 
 
-def _describe_validation_error(exc: RequestValidationError) -> str:
+def describe_validation_error(exc: RequestValidationError) -> str:
+    """A request's validation errors in one line: `body.field: message; ...`."""
     parts = []
     for err in exc.errors():
         location = ".".join(str(part) for part in err.get("loc", ()))
@@ -357,7 +593,7 @@ def create_app(faults: Faults | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Real platforms answer malformed requests with 400, not FastAPI's 422.
-        return _error(400, "invalid_request", _describe_validation_error(exc))
+        return _error(400, "invalid_request", describe_validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

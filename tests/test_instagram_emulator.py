@@ -3,52 +3,38 @@ documentation describes it, its knobs, and faults reproducible per key."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import re
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import sandbox.instagram
-from cli.main import build_parser, main
 from harness.stack import ROOT
-from sandbox.faults import Knob
 from sandbox.instagram import create_app
-from sandbox.instagram_faults import DEFAULTS, KNOBS, InstagramFaults
-from tests.emulators import served_instagram
+from sandbox.instagram_faults import KNOBS, InstagramFaults
+from tests.emulators import (
+    SEEDED_FAULTS,
+    FakeClock,
+    KnobTests,
+    Script,
+    SeededTests,
+    Step,
+    all_at_once,
+    served_instagram,
+)
 
 DAY = 86_400.0
 # Newlines, emoji, a hashtag, a mention, markup and trailing space: stored verbatim.
 CAPTION = "Spring 🌸 drop\n\nLine two — #new @friend <b>&amp;</b> "
-
-
-class FakeClock:
-    """The emulator's clock in tests: time moves only when told; waits are recorded."""
-
-    def __init__(self) -> None:
-        self.t = 1_750_000_000.0
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        # Yield, so concurrent calls on one event loop interleave as real waits would.
-        await asyncio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass
@@ -720,74 +706,22 @@ PROBES: dict[str, tuple[dict[str, Any], Any, Probe]] = {
 }
 
 
-def test_every_knob_has_a_probe() -> None:
-    assert set(PROBES) == {knob.name for knob in KNOBS}
-    assert [knob.name for knob in KNOBS] == list(InstagramFaults.__dataclass_fields__)
-    assert InstagramFaults() == InstagramFaults(**DEFAULTS)
+class TestKnobs(KnobTests):
+    """Every knob is listed, has an effect, resets, and has its flag (tests/emulators.py)."""
 
+    knobs_class = InstagramFaults
+    probes = PROBES
+    refusal = (400, 100)
+    cli = ("instagram", 8901, sandbox.instagram)
 
-@pytest.mark.parametrize("name", [knob.name for knob in KNOBS])
-def test_every_knob_has_an_observable_effect_and_resets(name: str) -> None:
-    needs, value, probe = PROBES[name]
-    assert value != DEFAULTS[name]
-    env = _env()
+    def env(self) -> Env:
+        return _env()
 
-    def observe() -> object:
-        return probe(env, env.account())
+    def account(self, env: Env) -> Ig:
+        return env.account()
 
-    env.faults(**needs)
-    before = observe()
-    env.faults(**{name: value})
-    assert env.client.get("/faults").json()[name] == value
-    changed = observe()
-    assert env.client.post("/faults/reset").json() == DEFAULTS
-    env.faults(**needs)
-    after = observe()
-    assert changed != before, f"{name}={value!r} changed nothing: {changed!r}"
-    assert after == before, f"{name} did not reset: {after!r} != {before!r}"
-
-
-def _non_default(knob: Knob) -> Any:
-    if knob.kind == "choice":
-        return next(c for c in knob.choices if c != knob.default)
-    if knob.kind == "rate":
-        return 0.5
-    if knob.kind in ("seed", "count"):
-        return 7
-    assert isinstance(knob.default, float)
-    return knob.default + 1.5
-
-
-NON_DEFAULTS = {knob.name: _non_default(knob) for knob in KNOBS}
-
-
-def test_faults_reset_restores_every_knob() -> None:
-    client = _env().client
-    assert client.get("/faults").json() == DEFAULTS
-    assert client.put("/faults", json=NON_DEFAULTS).json() == NON_DEFAULTS
-    assert client.post("/faults/reset").json() == DEFAULTS
-    assert client.get("/faults").json() == DEFAULTS
-
-
-@pytest.mark.parametrize(
-    "update",
-    [
-        {"rate_lost_publish": 1.5},
-        {"image_processing_s": -1},
-        {"quota_total": -1},
-        {"quota_total": 2.5},
-        {"rate_limit_code": 5},
-        {"duplicate_publish": "maybe"},
-        {"lost_response": None},
-        {"rate_lost": None},
-        {"rate_500": 0.5},
-    ],
-)
-def test_put_faults_rejects_bad_values(update: dict[str, Any]) -> None:
-    client = _env().client
-    response = client.put("/faults", json=update)
-    assert graph_error(response)[:2] == (400, 100)
-    assert client.get("/faults").json() == DEFAULTS
+    def error_of(self, response: httpx.Response) -> object:
+        return graph_error(response)[:2]
 
 
 def test_knob_constructor_validates_and_normalises() -> None:
@@ -814,20 +748,15 @@ def test_a_lost_answer_can_be_a_cut_connection() -> None:
 
 # --- Faults reproducible per key --------------------------------------------------------------
 
-# Every fault on; jitter (a yield on the fake clock) so that concurrent calls interleave.
+# Every fault on.
 SEEDED: dict[str, Any] = {
-    "latency_jitter_ms": 5.0,
-    "rate_limited": 0.15,
-    "rate_server_error": 0.1,
+    **SEEDED_FAULTS,
     "rate_server_error_publish": 0.15,
-    "rate_lost": 0.15,
     "rate_lost_publish": 0.3,
     "rate_container_error": 0.2,
     "image_processing_s": 0.0,
 }
 KEYS = [f"{17841400000000000 + i}" for i in range(12)]
-Step = dict[str, Any]
-Script = Generator[Step, httpx.Response, list[str]]
 
 
 def script(user_id: str) -> Script:
@@ -877,90 +806,28 @@ def script(user_id: str) -> Script:
     return out
 
 
-Outcomes = dict[str, list[str]]
+class TestSeeded(SeededTests):
+    """Faults reproducible per key (tests/emulators.py)."""
 
-
-def _drive(
-    scripts: dict[str, Script], send: Callable[[Step], httpx.Response], *, rounds: bool
-) -> Outcomes:
-    """Run every key's script, one key after the other or one step of each key in turn."""
-    out: Outcomes = {}
-    pending = {key: (s, next(s)) for key, s in scripts.items()}
-    while pending:
-        for key in list(pending) if rounds else list(pending)[:1]:
-            s, step = pending[key]
-            while True:
-                try:
-                    following = s.send(send(step))
-                except StopIteration as done:
-                    out[key] = done.value
-                    del pending[key]
-                    break
-                pending[key] = (s, following)
-                step = following
-                if rounds:
-                    break
-    return out
-
-
-def _in_sequence(env: Env, keys: list[str]) -> Outcomes:
-    return _drive(
-        {k: script(k) for k in keys}, lambda step: env.client.request(**step), rounds=False
+    seeded = SEEDED
+    keys = KEYS
+    seeds = (11, 12)
+    every_fault = frozenset(
+        {
+            "ok",
+            "4/None",
+            "2/2207001",
+            "not-json",
+            "-1/2207032",
+            "100/None",
+        }
     )
 
+    def script(self, key: str) -> Script:
+        return script(key)
 
-def _round_robin(env: Env, keys: list[str]) -> Outcomes:
-    return _drive(
-        {k: script(k) for k in keys}, lambda step: env.client.request(**step), rounds=True
-    )
-
-
-def _with_asyncio(knobs: dict[str, Any]) -> Outcomes:
-    async def run() -> Outcomes:
-        transport = httpx.ASGITransport(app=create_app(InstagramFaults(**knobs), FakeClock()))
-        async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
-
-            async def one(key: str) -> list[str]:
-                s = script(key)
-                step = next(s)
-                while True:
-                    try:
-                        step = s.send(await client.request(**step))
-                    except StopIteration as done:
-                        result: list[str] = done.value
-                        return result
-
-            results = await asyncio.gather(*(one(key) for key in KEYS))
-        return dict(zip(KEYS, results, strict=True))
-
-    return asyncio.run(run())
-
-
-def test_seeded_faults_are_the_same_per_key_in_any_order() -> None:
-    knobs = {**SEEDED, "seed": 11}
-    expected = _in_sequence(_env(**knobs), KEYS)
-    seen = {
-        outcome.split(" ")[1] if " " in outcome else outcome
-        for o in expected.values()
-        for outcome in o
-    }
-    # The fixed seed gives a fixed pattern; make sure it exercises every fault.
-    assert {"ok", "4/None", "2/2207001", "not-json", "-1/2207032", "100/None"} <= seen, seen
-    assert len({tuple(o) for o in expected.values()}) > 1
-
-    assert _in_sequence(_env(**knobs), list(reversed(KEYS))) == expected
-    assert _round_robin(_env(**knobs), KEYS) == expected
-    assert _with_asyncio(knobs) == expected
-
-
-def test_a_different_seed_gives_a_different_pattern_and_ledger_reset_replays() -> None:
-    one = _in_sequence(_env(**SEEDED, seed=11), KEYS)
-    two = _in_sequence(_env(**SEEDED, seed=12), KEYS)
-    assert one != two
-    env = _env(**SEEDED, seed=12)
-    assert _in_sequence(env, KEYS) == two
-    env.client.post("/ledger/reset")
-    assert _in_sequence(env, KEYS) == two
+    def app(self, **knobs: Any) -> FastAPI:
+        return create_app(InstagramFaults(**knobs), FakeClock())
 
 
 def test_unseeded_faults_are_random() -> None:
@@ -1018,93 +885,19 @@ def test_concurrent_publishes_of_one_container_make_one_post(live_emulator: str)
         data={"image_url": "https://cdn.example/a.jpg", "access_token": token},
     ).json()["id"]
     n = 10
-    barrier = threading.Barrier(n)
-    statuses: list[int] = []
-    lock = threading.Lock()
 
-    def publish() -> None:
+    def publish() -> int:
         with httpx.Client(base_url=live_emulator, timeout=10) as client:
-            barrier.wait()
             response = client.post(
                 f"/{user}/media_publish", data={"creation_id": container, "access_token": token}
             )
-        with lock:
-            statuses.append(response.status_code)
+        return response.status_code
 
-    threads = [threading.Thread(target=publish) for _ in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert sorted(statuses) == [200] + [400] * (n - 1)
+    assert sorted(all_at_once(n, publish)) == [200] + [400] * (n - 1)
     assert len(httpx.get(f"{live_emulator}/ledger").json()["posts"]) == 1
 
 
-def test_seeded_faults_are_the_same_per_key_from_concurrent_threads() -> None:
-    knobs = {**SEEDED, "seed": 11}
-    expected = _in_sequence(_env(**knobs), KEYS)
-    out: Outcomes = {}
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    with _live(**knobs) as url:
-        barrier = threading.Barrier(len(KEYS))
-
-        def worker(key: str) -> None:
-            try:
-                with httpx.Client(base_url=url, timeout=10) as client:
-                    barrier.wait()
-                    result = _drive(
-                        {key: script(key)}, lambda step: client.request(**step), rounds=False
-                    )
-                with lock:
-                    out.update(result)
-            except BaseException as exc:
-                with lock:
-                    errors.append(exc)
-
-        threads = [threading.Thread(target=worker, args=(key,)) for key in KEYS]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-    assert errors == []
-    assert out == expected
-
-
 # --- The command line and the README ----------------------------------------------------------
-
-
-def _instagram_parser() -> argparse.ArgumentParser:
-    parser = build_parser()
-    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    emulator: argparse.ArgumentParser = sub.choices["emulator"]
-    (actions,) = (a for a in emulator._actions if isinstance(a, argparse._SubParsersAction))
-    instagram: argparse.ArgumentParser = actions.choices["instagram"]
-    return instagram
-
-
-def test_cli_has_a_flag_for_every_knob(monkeypatch: pytest.MonkeyPatch) -> None:
-    options = {
-        option: action
-        for action in _instagram_parser()._actions
-        for option in action.option_strings
-    }
-    assert set(options) == {"-h", "--help", "--host", "--port"} | {k.flag for k in KNOBS}
-    assert options["--port"].default == 8901
-    for knob in KNOBS:
-        assert options[knob.flag].dest == knob.name
-        assert options[knob.flag].default == knob.default
-        assert options[knob.flag].help
-
-    served: list[tuple[str, int, InstagramFaults]] = []
-    monkeypatch.setattr(
-        sandbox.instagram, "serve", lambda h, p, knobs: served.append((h, p, knobs))
-    )
-    argv = ["emulator", "instagram", "--port", "9999"]
-    for knob in KNOBS:
-        argv += [knob.flag, str(NON_DEFAULTS[knob.name])]
-    assert main(argv) == 0
-    assert served == [("127.0.0.1", 9999, InstagramFaults(**NON_DEFAULTS))]
 
 
 def test_cli_help_lists_every_flag() -> None:
