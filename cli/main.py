@@ -158,6 +158,15 @@ def _cmd_emulator_instagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_emulator_tiktok(args: argparse.Namespace) -> int:
+    from sandbox.tiktok import serve
+    from sandbox.tiktok_faults import KNOBS, TikTokFaults
+
+    knobs = TikTokFaults(**{knob.name: getattr(args, knob.name) for knob in KNOBS})
+    serve(args.host, args.port, knobs)
+    return 0
+
+
 def _emit(payload: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(payload))
@@ -188,12 +197,14 @@ def _cmd_tenants_create(args: argparse.Namespace) -> int:
                 args.name,
                 platforms,
                 instagram_api_url=settings.instagram_api_url,
+                tiktok_api_url=settings.tiktok_api_url,
                 timeout=settings.platform_timeout_s,
             )
         except Unavailable as exc:
             return _fail(
-                f"no Instagram emulator: {exc.message}; start one with "
-                "`publisher emulator instagram`, or pass --adapter sandbox"
+                f"no platform emulator: {exc.message}; start them with `publisher run` (or "
+                "`publisher emulator instagram` / `publisher emulator tiktok`), or pass "
+                "--adapter sandbox"
             )
     with transaction() as tx:
         tenant = create_tenant(
@@ -232,6 +243,7 @@ def _cmd_accounts_connect(args: argparse.Namespace) -> int:
             args.platform,
             user_id=args.user_id,
             access_token=token,
+            refresh_token=args.refresh_token,
             expires_in=args.expires_in,
             api_url=args.api_url,
         )
@@ -374,6 +386,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "--port",
             str(_port(settings.instagram_api_url)),
         ],
+        "tiktok": [*me, "emulator", "tiktok", "--port", str(_port(settings.tiktok_api_url))],
         "api": [
             *me,
             "api",
@@ -406,6 +419,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _stop_children(children)
         return 1
     instagram = settings.instagram_api_url.rstrip("/")
+    tiktok = settings.tiktok_api_url.rstrip("/")
     print(
         "\npublisher is up:\n"
         f"  api       http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs; "
@@ -413,6 +427,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  flower    http://{args.host}:{args.flower_port}  (user {settings.flower_user})\n"
         f"  sandbox   {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
         f"  instagram {instagram}  (the Instagram emulator; ledger: {instagram}/ledger)\n"
+        f"  tiktok    {tiktok}  (the TikTok emulator; ledger: {tiktok}/ledger)\n"
         f"  worker    concurrency {args.concurrency}, broker {settings.redis_url}, "
         f"metrics http://{args.host}:{args.worker_metrics_port}/metrics\n"
         f"  beat      dispatcher tick every {settings.dispatch_interval_s:g}s\n"
@@ -485,6 +500,7 @@ def _wait_until_answering(
     checks: dict[str, Callable[[], bool]] = {
         "sandbox": lambda: answers(f"{settings.sandbox_url}/healthz"),
         "instagram": lambda: answers(f"{settings.instagram_api_url.rstrip('/')}/healthz"),
+        "tiktok": lambda: answers(f"{settings.tiktok_api_url.rstrip('/')}/healthz"),
         "api": lambda: answers(f"{base}:{args.port}/readyz"),
         "worker": lambda: _worker_answers(app, node, 1.0),
         "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
@@ -547,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--host", default="127.0.0.1")
     flower.add_argument("--port", type=int, default=5555)
 
-    from sandbox import instagram_faults
+    from sandbox import instagram_faults, tiktok_faults
     from sandbox.faults import KNOBS, add_knob_flags
 
     sandbox = sub.add_parser("sandbox", help="run the sandbox platform server")
@@ -566,11 +582,18 @@ def build_parser() -> argparse.ArgumentParser:
     instagram.add_argument("--port", type=int, default=8901)
     # One flag per knob of sandbox/instagram_faults.py (also PUT /faults at runtime).
     add_knob_flags(instagram, instagram_faults.KNOBS)
+    tiktok = emulator.add_parser(
+        "tiktok", help="run the TikTok Content Posting API emulator (and its video list)"
+    )
+    tiktok.add_argument("--host", default="127.0.0.1")
+    tiktok.add_argument("--port", type=int, default=8902)
+    # One flag per knob of sandbox/tiktok_faults.py (also PUT /faults at runtime).
+    add_knob_flags(tiktok, tiktok_faults.KNOBS)
 
     run = sub.add_parser(
         "run",
-        help="migrate, then start the sandbox, the Instagram emulator, api, worker, beat and "
-        "flower",
+        help="migrate, then start the sandbox, the Instagram and TikTok emulators, api, "
+        "worker, beat and flower",
     )
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
@@ -596,9 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter",
         choices=["emulator", "sandbox"],
         default="emulator",
-        help="emulator: the Instagram account is made on the Instagram emulator at "
-        "INSTAGRAM_API_URL (`publisher emulator instagram`) and posts there, while TikTok "
-        "accounts stay on the sandbox (there is no TikTok emulator yet); sandbox: every "
+        help="emulator: each account is made on its platform's emulator and posts there "
+        "(INSTAGRAM_API_URL, TIKTOK_API_URL; `publisher run` starts both); sandbox: every "
         "account posts to the sandbox at SANDBOX_URL",
     )
     create.add_argument("--json", action="store_true")
@@ -614,15 +636,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--platform",
         required=True,
         choices=["instagram", "tiktok"],
-        help="instagram (TikTok comes later)",
+        help="instagram or tiktok",
     )
     connect.add_argument(
-        "--user-id", required=True, help="the Instagram professional account's user id"
+        "--user-id",
+        required=True,
+        help="the Instagram professional account's user id, or the TikTok creator's open_id",
     )
     connect.add_argument(
         "--access-token",
         required=True,
-        help="its long-lived token, from Instagram Login; - reads it from stdin",
+        help="its token (Instagram Login's long-lived one, or TikTok's access token); - reads "
+        "it from stdin",
+    )
+    connect.add_argument(
+        "--refresh-token", default=None, help="TikTok: the refresh token (required there)"
     )
     connect.add_argument(
         "--expires-in", type=float, default=None, help="the token's lifetime in seconds"
@@ -630,7 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument(
         "--api-url",
         default=None,
-        help="the Graph API it is verified with and posts to (default: INSTAGRAM_API_URL)",
+        help="the API it is verified with and posts to (default: INSTAGRAM_API_URL or "
+        "TIKTOK_API_URL)",
     )
     connect.add_argument("--json", action="store_true")
     reencrypt = accounts.add_parser(
@@ -690,6 +719,7 @@ HANDLERS = {
     ("flower", None): _cmd_flower,
     ("sandbox", None): _cmd_sandbox,
     ("emulator", "instagram"): _cmd_emulator_instagram,
+    ("emulator", "tiktok"): _cmd_emulator_tiktok,
     ("run", None): _cmd_run,
     ("tenants", "create"): _cmd_tenants_create,
     ("accounts", "connect"): _cmd_accounts_connect,

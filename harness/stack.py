@@ -114,6 +114,7 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     sandbox_port: int = field(default_factory=free_port)
     instagram_port: int = field(default_factory=free_port)
+    tiktok_port: int = field(default_factory=free_port)
     # Flags of `publisher emulator instagram` (e.g. ["--video-processing-s", "3"]).
     instagram_flags: list[str] = field(default_factory=list)
     api_metrics_port: int = field(default_factory=free_port)
@@ -171,6 +172,10 @@ class Stack:
     def instagram_url(self) -> str:
         return f"http://127.0.0.1:{self.instagram_port}"
 
+    @property
+    def tiktok_url(self) -> str:
+        return f"http://127.0.0.1:{self.tiktok_port}"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -178,6 +183,7 @@ class Stack:
             REDIS_URL=self.redis_url,
             SANDBOX_URL=self.sandbox_url,
             INSTAGRAM_API_URL=self.instagram_url,
+            TIKTOK_API_URL=self.tiktok_url,
             ENVIRONMENT="test",
             STATE_DIR=str(self.logdir),
             FAILPOINTS_FILE=str(self.failpoints),
@@ -242,6 +248,7 @@ class Stack:
             str(self.instagram_port),
             *self.instagram_flags,
         )
+        self.spawn("tiktok", "emulator", "tiktok", "--port", str(self.tiktok_port))
         self.spawn(
             "api",
             "api",
@@ -262,6 +269,11 @@ class Stack:
             lambda: httpx.get(f"{self.instagram_url}/healthz").status_code == 200,
             30,
             what="instagram emulator",
+        )
+        wait_until(
+            lambda: httpx.get(f"{self.tiktok_url}/healthz").status_code == 200,
+            30,
+            what="tiktok emulator",
         )
         wait_until(lambda: httpx.get(f"{self.api_url}/readyz").status_code == 200, 30, what="api")
         return self
@@ -339,3 +351,15 @@ class Stack:
         """No posts, containers or quota used, and every knob at its default."""
         httpx.post(f"{self.instagram_url}/ledger/reset").raise_for_status()
         httpx.post(f"{self.instagram_url}/faults/reset").raise_for_status()
+
+    def tiktok_ledger(self) -> list[dict[str, Any]]:
+        """Every post the TikTok emulator made (public, private or to an inbox)."""
+        posts: list[dict[str, Any]] = httpx.get(f"{self.tiktok_url}/ledger").json()["posts"]
+        return posts
+
+    def set_tiktok_faults(self, **faults: Any) -> None:
+        httpx.put(f"{self.tiktok_url}/faults", json=faults).raise_for_status()
+
+    def reset_tiktok(self) -> None:
+        httpx.post(f"{self.tiktok_url}/ledger/reset").raise_for_status()
+        httpx.post(f"{self.tiktok_url}/faults/reset").raise_for_status()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import select, text
 
-from shared.kit.db import engine, transaction
+from shared.kit.db import engine, new_session, transaction
 from shared.models import ScheduledPost
 
 # The tables a request writes to: a request that failed must leave their counts as they were.
@@ -57,3 +57,15 @@ def issue_paths(r: httpx.Response) -> list[str]:
         assert isinstance(issue["path"], str) and issue["path"]
         assert isinstance(issue["message"], str) and issue["message"]
     return [i["path"] for i in issues]
+
+
+T = TypeVar("T")
+
+
+def detached(model: type[T], key: str) -> T:
+    """The row with this key, read in a session of its own and detached from it."""
+    with new_session() as session:
+        row = session.get(model, key)
+        assert row is not None, f"no {model.__name__} {key}"
+        session.expunge(row)
+        return row

@@ -96,6 +96,9 @@ def stack(database: str) -> Iterator[Stack]:
             "RATE_LIMIT_READ_PER_MIN": "1000000",
             "RATE_LIMIT_WRITE_PER_MIN": "1000000",
             "METRICS_POST_STATE_TTL_S": "0",
+            # Posts TikTok completes on its own are asked about every 0.5-2 s, not minutes.
+            "POLL_FIRST_S": "0.5",
+            "POLL_CAP_S": "2",
         },
     )
     try:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,12 +33,12 @@ from tests.factories import TenantFixture
 TENANT_TABLES = ("organizations", "projects", "social_accounts", "api_keys")
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[str]:
-    """`publisher emulator instagram` on a free port, answering its /healthz; its URL."""
+@contextmanager
+def _emulator_process(platform: str) -> Iterator[str]:
+    """`publisher emulator <platform>` on a free port, answering its /healthz; its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "emulator", "instagram", "--port", str(port)],
+        [sys.executable, "-m", "cli", "emulator", platform, "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -50,7 +51,7 @@ def emulator() -> Iterator[str]:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
 
     try:
-        wait_until(healthy, 60, what="the Instagram emulator")
+        wait_until(healthy, 60, what=f"the {platform} emulator")
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -59,6 +60,20 @@ def emulator() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[str]:
+    """The Instagram emulator, as a process."""
+    with _emulator_process("instagram") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tiktok_emulator() -> Iterator[str]:
+    """The TikTok emulator, as a process."""
+    with _emulator_process("tiktok") as url:
+        yield url
 
 
 @pytest.fixture
@@ -209,18 +224,42 @@ def test_connect_to_an_unreachable_url(
     assert token not in line
 
 
-def test_connect_takes_instagram_only_for_now(
-    tenant: TenantFixture, capsys: pytest.CaptureFixture[str]
+def test_connect_a_tiktok_creator(
+    tiktok_emulator: str, tenant: TenantFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = _connect(tenant.project_id, "1784", "token")
+    """TikTok: the creator info must answer for the token, and the refresh token is kept."""
+    issued = httpx.post(f"{tiktok_emulator}/emulator/accounts", json={}, timeout=10).json()
+    argv = _connect(tenant.project_id, issued["openId"], issued["accessToken"])
     argv[argv.index("instagram")] = "tiktok"
-    assert "TikTok comes later" in _fails(argv, capsys)
+    assert "refresh token" in _fails([*argv, "--api-url", tiktok_emulator], capsys)
+    bad = [*argv[:-1], "not-a-token", "--refresh-token", "x", "--api-url", tiktok_emulator]
+    assert "TikTok refused the token" in _fails(bad, capsys)
+    good = [*argv, "--refresh-token", issued["refreshToken"], "--api-url", tiktok_emulator]
+    assert main([*good, "--expires-in", str(issued["expiresIn"]), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["platform"], shown["handle"], shown["status"]) == (
+        "tiktok",
+        issued["username"],
+        "connected",
+    )
+    account = _accounts(tenant.project_id)[shown["id"]]
+    assert (account.adapter, account.platform_user_id) == ("tiktok", issued["openId"])
+    creds = unseal(account.credentials or b"")
+    assert (creds.access_token, creds.refresh_token) == (
+        issued["accessToken"],
+        issued["refreshToken"],
+    )
 
 
-def test_tenants_create_binds_instagram_to_the_emulator(
-    emulator: str, settings_on: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+def test_tenants_create_binds_each_account_to_its_emulator(
+    emulator: str,
+    tiktok_emulator: str,
+    settings_on: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings_on(emulator)
+    monkeypatch.setattr(get_settings(), "tiktok_api_url", tiktok_emulator)
     assert main(["tenants", "create", "--name", "Emu Co", "--json"]) == 0
     created = json.loads(capsys.readouterr().out)
     accounts = _accounts(created["projectId"])
@@ -239,9 +278,15 @@ def test_tenants_create_binds_instagram_to_the_emulator(
     )
     assert me.status_code == 200, me.text
     assert me.json() == {"id": instagram.platform_user_id, "username": "emu_co_instagram"}
-    # There is no TikTok emulator yet: TikTok stays on the sandbox.
-    assert (tiktok.adapter, tiktok.base_url) == (SANDBOX_ADAPTER, get_settings().sandbox_url)
-    assert tiktok.credentials is None
+    assert (tiktok.adapter, tiktok.base_url) == ("tiktok", tiktok_emulator)
+    assert tiktok.handle == "emu_co_tiktok"
+    info = httpx.post(
+        f"{tiktok_emulator}/v2/post/publish/creator_info/query/",
+        json={},
+        headers={"Authorization": f"Bearer {unseal(tiktok.credentials or b'').access_token}"},
+        timeout=10,
+    )
+    assert info.json()["data"]["creator_username"] == "emu_co_tiktok"
 
 
 def test_tenants_create_with_the_emulator_down_writes_nothing(
@@ -250,7 +295,7 @@ def test_tenants_create_with_the_emulator_down_writes_nothing(
     settings_on(dead_url)
     line = _fails(["tenants", "create", "--name", "Nobody", "--json"], capsys)
     assert dead_url in line
-    assert "publisher emulator instagram" in line
+    assert "publisher emulator instagram" in line and "publisher emulator tiktok" in line
     assert "--adapter sandbox" in line
     # The sandbox binding needs no emulator, as before.
     assert main(["tenants", "create", "--name", "Nobody", "--adapter", "sandbox", "--json"]) == 0

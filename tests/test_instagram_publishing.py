@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +28,7 @@ from shared.publishing.platforms import PlatformAdapter, UploadPayload
 from shared.publishing.posts import CancelResult
 from shared.publishing.protocol import Outcome, run_publish, run_reconcile
 from shared.publishing.usecases import cancel_post
+from tests.checks import detached
 from tests.emulators import IMAGE, VIDEO, Served, due_post, instagram_tenant, served_instagram
 from tests.factories import TenantFixture
 
@@ -56,23 +57,12 @@ def ig_tenant(ig: Served) -> TenantFixture:
     return instagram_tenant("Gram", ig.url)
 
 
-T = TypeVar("T")
-
-
-def _detached(model: type[T], key: str) -> T:
-    with new_session() as session:
-        row = session.get(model, key)
-        assert row is not None
-        session.expunge(row)
-        return row
-
-
 def _row(post_id: str) -> ScheduledPost:
-    return _detached(ScheduledPost, post_id)
+    return detached(ScheduledPost, post_id)
 
 
 def _account(account_id: str) -> SocialAccount:
-    return _detached(SocialAccount, account_id)
+    return detached(SocialAccount, account_id)
 
 
 def _publish(post_id: str, token: int, **kwargs: Any) -> Outcome:

@@ -41,7 +41,7 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str
 
 
 def test_run_says_up_only_once_every_role_answers(database: str) -> None:
-    roles = ("api", "flower", "worker", "api_metrics", "sandbox", "instagram")
+    roles = ("api", "flower", "worker", "api_metrics", "sandbox", "instagram", "tiktok")
     ports = {role: free_port() for role in roles}
     state = Path(tempfile.mkdtemp(prefix="publisher-run-"))
     env = {
@@ -49,6 +49,7 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
         "DATABASE_URL": database,
         "SANDBOX_URL": f"http://127.0.0.1:{ports['sandbox']}",
         "INSTAGRAM_API_URL": f"http://127.0.0.1:{ports['instagram']}",
+        "TIKTOK_API_URL": f"http://127.0.0.1:{ports['tiktok']}",
         "STATE_DIR": str(state),
         "PYTHONUNBUFFERED": "1",
     }
@@ -84,6 +85,8 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
         assert httpx.get(f"{env['SANDBOX_URL']}/healthz").status_code == 200
         assert httpx.get(f"{env['INSTAGRAM_API_URL']}/healthz").status_code == 200
         assert f"instagram {env['INSTAGRAM_API_URL']}" in out
+        assert httpx.get(f"{env['TIKTOK_API_URL']}/healthz").status_code == 200
+        assert f"tiktok    {env['TIKTOK_API_URL']}" in out
         assert httpx.get(f"http://127.0.0.1:{ports['flower']}/healthcheck").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['worker']}/metrics").status_code == 200
         metrics = httpx.get(f"http://127.0.0.1:{ports['api_metrics']}/metrics")

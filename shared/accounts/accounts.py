@@ -174,6 +174,30 @@ def emulator_instagram_account(
     )
 
 
+def verify_tiktok_token(api_url: str, access_token: str, *, timeout: float) -> str:
+    """The creator's username, as TikTok's creator info answers it for the token."""
+    url = f"{api_url.rstrip('/')}/v2/post/publish/creator_info/query/"
+    try:
+        response = httpx.post(
+            url, json={}, headers={"Authorization": f"Bearer {access_token}"}, timeout=timeout
+        )
+        body = response.json()
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"{url} does not answer ({type(exc).__name__})") from None
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        raise Unavailable(f"{url} answered {response.status_code} without a TikTok answer")
+    if error.get("code") != "ok":
+        message = str(error.get("message") or "no message").replace("\n", " ")
+        raise Validation.at(
+            "accessToken", f"TikTok refused the token: {message} ({error.get('code')})"
+        )
+    data = body.get("data") if isinstance(body, dict) else None
+    return _strings(data if isinstance(data, dict) else {}, url, "creator_username")[0]
+
+
 def emulator_tiktok_account(
     api_url: str, username: str | None = None, *, timeout: float
 ) -> IssuedAccount:
@@ -202,27 +226,35 @@ def connect_account(
     *,
     user_id: str,
     access_token: str,
+    refresh_token: str | None = None,
     expires_in: float | None = None,
     api_url: str | None = None,
     settings: Settings | None = None,
 ) -> SocialAccount:
-    """An Instagram account of the project, stored once `GET /me` vouches that the token is
-    `user_id`'s; connecting one the project has already reconnects it (new token, status
-    `connected`). No transaction stays open while the platform answers."""
+    """An account of the project, stored once its platform vouches for the token: Instagram's
+    `GET /me` must name `user_id`; TikTok's creator info must answer (the creator's open_id
+    is `user_id`, and a refresh token is required: TikTok's access tokens last a day).
+    Connecting one the project has already reconnects it (new token, status `connected`).
+    No transaction stays open while the platform answers."""
     settings = settings or get_settings()
-    if platform != Platform.INSTAGRAM:
-        raise Validation.at(
-            "platform", "only instagram accounts can be connected for now; TikTok comes later"
-        )
+    if platform == Platform.TIKTOK and not refresh_token:
+        raise Validation.at("refreshToken", "a TikTok account needs its refresh token")
     with transaction() as tx:
         project = tx.session.get(Project, project_id)
         if project is None:
             raise NotFound(f"no project {project_id}")
         organization_id = project.organization_id
-    base = (api_url or settings.instagram_api_url).rstrip("/")
-    username = verify_instagram_token(
-        base, user_id, access_token, timeout=settings.platform_timeout_s
-    )
+    if platform == Platform.TIKTOK:
+        base = (api_url or settings.tiktok_api_url).rstrip("/")
+        username = verify_tiktok_token(base, access_token, timeout=settings.platform_timeout_s)
+        adapter = TIKTOK_ADAPTER
+    else:
+        base = (api_url or settings.instagram_api_url).rstrip("/")
+        username = verify_instagram_token(
+            base, user_id, access_token, timeout=settings.platform_timeout_s
+        )
+        adapter = INSTAGRAM_ADAPTER
+    credentials = Credentials(access_token, refresh_token)
     with transaction() as tx:
         known = tx.session.scalars(
             select(SocialAccount)
@@ -234,7 +266,7 @@ def connect_account(
             .with_for_update()
         ).first()
         if known is not None:
-            account = _reconnect(known, username, base, Credentials(access_token), expires_in)
+            account = _reconnect(known, username, base, adapter, credentials, expires_in)
         else:
             account = add_social_account(
                 tx.session,
@@ -243,9 +275,9 @@ def connect_account(
                 platform,
                 username,
                 base_url=base,
-                adapter=INSTAGRAM_ADAPTER,
+                adapter=adapter,
                 platform_user_id=user_id,
-                credentials=Credentials(access_token),
+                credentials=credentials,
                 expires_in=expires_in,
             )
         tx.session.flush()
@@ -258,6 +290,7 @@ def _reconnect(
     account: SocialAccount,
     handle: str,
     base_url: str,
+    adapter: str,
     credentials: Credentials,
     expires_in: float | None,
 ) -> SocialAccount:
@@ -266,7 +299,7 @@ def _reconnect(
     now = utcnow()
     account.handle = handle
     account.base_url = base_url
-    account.adapter = INSTAGRAM_ADAPTER
+    account.adapter = adapter
     account.credentials = seal(credentials)
     account.token_refreshed_at = now
     account.token_expires_at = now + timedelta(seconds=expires_in) if expires_in else None

@@ -13,6 +13,7 @@ from shared.accounts.accounts import (
     add_issued_account,
     add_social_account,
     emulator_instagram_account,
+    emulator_tiktok_account,
 )
 from shared.kit import ids
 from shared.kit.errors import Validation
@@ -21,6 +22,7 @@ from shared.tenancy.keys import IssuedKey, create_key
 
 # What Instagram accepts as a username; another name lets the emulator choose one.
 _INSTAGRAM_USERNAME = re.compile(r"[A-Za-z0-9._]{1,30}")
+_TIKTOK_USERNAME = re.compile(r"[a-z0-9._]{2,24}")
 
 
 @dataclass(frozen=True)
@@ -48,16 +50,30 @@ def _slug(name: str) -> str:
 
 
 def issue_emulator_accounts(
-    name: str, platforms: list[str], *, instagram_api_url: str, timeout: float
+    name: str,
+    platforms: list[str],
+    *,
+    instagram_api_url: str,
+    tiktok_api_url: str,
+    timeout: float,
 ) -> dict[str, IssuedAccount]:
-    """The new tenant's Instagram account, issued by the Instagram emulator (there is no
-    TikTok emulator yet). Called before the tenant's transaction, so none waits on it."""
-    if Platform.INSTAGRAM not in _checked(name, platforms):
-        return {}
-    candidate = f"{_slug(name)}_{Platform.INSTAGRAM.value}"
-    username = candidate if _INSTAGRAM_USERNAME.fullmatch(candidate) else None
-    account = emulator_instagram_account(instagram_api_url, username, timeout=timeout)
-    return {Platform.INSTAGRAM.value: account}
+    """The new tenant's accounts, each issued by its platform's emulator. Called before the
+    tenant's transaction, so none waits on an emulator."""
+    wanted = _checked(name, platforms)
+    issued = {}
+    if Platform.INSTAGRAM in wanted:
+        candidate = f"{_slug(name)}_{Platform.INSTAGRAM.value}"
+        username = candidate if _INSTAGRAM_USERNAME.fullmatch(candidate) else None
+        issued[Platform.INSTAGRAM.value] = emulator_instagram_account(
+            instagram_api_url, username, timeout=timeout
+        )
+    if Platform.TIKTOK in wanted:
+        candidate = f"{_slug(name)}_{Platform.TIKTOK.value}"
+        username = candidate if _TIKTOK_USERNAME.fullmatch(candidate) else None
+        issued[Platform.TIKTOK.value] = emulator_tiktok_account(
+            tiktok_api_url, username, timeout=timeout
+        )
+    return issued
 
 
 def create_tenant(
