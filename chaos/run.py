@@ -26,6 +26,7 @@ from shared.kit.db import drop_database
 from shared.models import (
     INSTAGRAM_ADAPTER,
     TERMINAL,
+    TIKTOK_ADAPTER,
     AuditLog,
     ContentContainer,
     ScheduledPost,
@@ -125,10 +126,10 @@ def read_ledger(history: History, sandbox_url: str) -> None:
     history.ledger_requests = int(body["requests"])
 
 
-def instagram_keys(database_url: str, post_ids: list[str]) -> dict[tuple[str, str], str]:
-    """(Instagram user id, caption) -> post id for these posts. With no idempotency key on
-    Instagram, this is how a ledger entry is matched to its post: the harness makes each
-    caption unique per account."""
+def emulator_keys(database_url: str, post_ids: list[str]) -> dict[tuple[str, str], str]:
+    """(platform user id, caption) -> post id for these posts on Instagram or TikTok. With no
+    idempotency key on either, this is how a ledger entry is matched to its post: the harness
+    makes each caption unique per account."""
     db = create_engine(database_url)
     keys: dict[tuple[str, str], str] = {}
     with db.connect() as conn:
@@ -141,7 +142,10 @@ def instagram_keys(database_url: str, post_ids: list[str]) -> dict[tuple[str, st
             )
             .join(ContentContainer, ContentContainer.id == ScheduledPost.container_id)
             .join(SocialAccount, SocialAccount.id == ScheduledPost.social_account_id)
-            .where(ScheduledPost.id.in_(post_ids), SocialAccount.adapter == INSTAGRAM_ADAPTER)
+            .where(
+                ScheduledPost.id.in_(post_ids),
+                SocialAccount.adapter.in_([INSTAGRAM_ADAPTER, TIKTOK_ADAPTER]),
+            )
         ).all()
     db.dispose()
     for post_id, override, caption, user_id in rows:
@@ -152,13 +156,14 @@ def instagram_keys(database_url: str, post_ids: list[str]) -> dict[tuple[str, st
     return keys
 
 
-def read_instagram_ledger(
-    history: History, instagram_url: str, keys: dict[tuple[str, str], str]
+def read_emulator_ledger(
+    history: History, emulator_url: str, keys: dict[tuple[str, str], str]
 ) -> None:
-    """The Instagram emulator's public posts into the history, each under the id of the post
-    with its account and caption (an entry matching none keeps a key no post has). The
-    emulator does not count requests: `ledger_requests` is left as it is."""
-    body = httpx.get(f"{instagram_url.rstrip('/')}/ledger", timeout=60).json()
+    """A platform emulator's posts into the history, each under the id of the post with its
+    account and caption (an entry matching none keeps a key no post has); a TikTok post that
+    ended FAILED was never public and is left out. Emulators do not count requests:
+    `ledger_requests` is left as it is."""
+    body = httpx.get(f"{emulator_url.rstrip('/')}/ledger", timeout=60).json()
     entries = [
         LedgerEntry(
             keys.get((e["accountId"], e["caption"]), f"unmatched:{e['accountId']}:{e['caption']}"),
@@ -166,6 +171,7 @@ def read_instagram_ledger(
             parse(e["receivedAt"]),
         )
         for e in body["posts"]
+        if e.get("status") != "FAILED"
     ]
     history.ledger += entries
 
@@ -390,8 +396,8 @@ def run(args: argparse.Namespace) -> int:
         _settle(client, load.post_ids, args.settle_timeout)
         if emulator:
             assert database_url is not None
-            keys = instagram_keys(database_url, load.post_ids)
-            read_instagram_ledger(history, platform_url, keys)
+            keys = emulator_keys(database_url, load.post_ids)
+            read_emulator_ledger(history, platform_url, keys)
         else:
             read_ledger(history, platform_url)
         if local and database_url:

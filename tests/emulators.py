@@ -33,6 +33,7 @@ from shared.accounts.accounts import (
     IssuedAccount,
     add_issued_account,
     emulator_instagram_account,
+    emulator_tiktok_account,
 )
 from shared.accounts.credentials import Credentials
 from shared.content.containers import create_container, get_project
@@ -455,14 +456,20 @@ def instagram_tenant(name: str, instagram_url: str, user_id: str | None = None) 
 def more_instagram_accounts(tenant: TenantFixture, instagram_url: str, n: int) -> list[str]:
     """n more emulator-issued Instagram accounts in the tenant's project: their ids."""
     issued = [emulator_instagram_account(instagram_url, timeout=5) for _ in range(n)]
+    return _add_accounts(tenant, Platform.INSTAGRAM.value, issued)
+
+
+def more_tiktok_accounts(tenant: TenantFixture, tiktok_url: str, n: int) -> list[str]:
+    """n more emulator-issued TikTok creators in the tenant's project: their ids."""
+    issued = [emulator_tiktok_account(tiktok_url, timeout=5) for _ in range(n)]
+    return _add_accounts(tenant, Platform.TIKTOK.value, issued)
+
+
+def _add_accounts(tenant: TenantFixture, platform: str, issued: list[IssuedAccount]) -> list[str]:
     with transaction() as tx:
         accounts = [
             add_issued_account(
-                tx.session,
-                tenant.organization_id,
-                tenant.project_id,
-                Platform.INSTAGRAM.value,
-                account,
+                tx.session, tenant.organization_id, tenant.project_id, platform, account
             )
             for account in issued
         ]

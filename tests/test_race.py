@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from chaos.checker import check, explain
 from chaos.history import Call, History, LedgerEntry
-from chaos.run import instagram_keys, read_instagram_ledger, read_ledger, read_state
+from chaos.run import emulator_keys, read_emulator_ledger, read_ledger, read_state
 from harness.stack import Stack, wait_until
 from shared.content.containers import create_container, get_project
 from shared.kit.clock import utcnow
@@ -39,14 +39,17 @@ from shared.models import TERMINAL, ScheduledPost, SocialAccount
 from shared.publishing import posts
 from shared.publishing.platforms import PlatformAdapter, Preparation, Uploaded, UploadPayload
 from shared.publishing.posts import CancelResult
-from shared.publishing.protocol import run_publish
+from shared.publishing.protocol import run_poll, run_publish
 from shared.publishing.usecases import cancel_post
 from tests.conftest import TEST_DATABASE_URL
 from tests.emulators import (
+    VIDEO,
     due_post,
     instagram_tenant,
     more_instagram_accounts,
+    more_tiktok_accounts,
     served_instagram,
+    served_tiktok,
 )
 from tests.factories import TenantFixture, iso_ms, make_tenant, upload
 
@@ -211,6 +214,62 @@ def test_cancel_races_claim_on_the_transitions(tenant: TenantFixture) -> None:
     assert len(won) - len(won_after_claim) > 0, "no cancel won before the claim"
 
 
+def _race_on_the_transitions(
+    tenant: TenantFixture,
+    batch: list[tuple[str, int]],
+    delays: tuple[float, float],
+    emulator_url: str,
+) -> tuple[set[str], set[str], Counter[str]]:
+    """Each post's publish use case raced by one cancel after a delay drawn from `delays`;
+    posts the platform completes on their own are then polled to the end. The invariants
+    are checked on the emulator's ledger; the cancels won and lost, and the workers'
+    outcomes."""
+    rng = random.Random(5)
+    wait = {pid: rng.uniform(*delays) for pid, _ in batch}
+    results: dict[str, tuple[float, float, int]] = {}
+    outcomes: Counter[str] = Counter()
+
+    def worker(post_id: str, token: int) -> None:
+        outcomes[run_publish(post_id, token, "w", settings=SETTINGS).value] += 1
+
+    def canceller(post_id: str) -> None:
+        results[post_id] = _cancel_side(tenant, post_id, wait[post_id])
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        futures = []
+        for post_id, token in batch:
+            futures.append(pool.submit(worker, post_id, token))
+            futures.append(pool.submit(canceller, post_id))
+        for f in futures:
+            f.result()
+    ids = [pid for pid, _ in batch]
+    deadline = time.monotonic() + 60
+    while awaiting := _awaiting(ids):
+        assert time.monotonic() < deadline, f"{len(awaiting)} posts never completed"
+        for pid, token in awaiting:
+            run_poll(pid, token, settings=SETTINGS)
+        time.sleep(0.2)
+    history = History()
+    for pid, (sent, answered, code) in results.items():
+        history.record(Call("cancel", pid, sent, answered, code, reason=REASON))
+    read_emulator_ledger(history, emulator_url, emulator_keys(TEST_DATABASE_URL, ids))
+    read_state(history, ids, TEST_DATABASE_URL)
+    _assert_invariants(history)
+    won = {pid for pid, (_, _, code) in results.items() if code == 200}
+    lost = {pid for pid, (_, _, code) in results.items() if code == 409}
+    return won, lost, outcomes
+
+
+def _awaiting(ids: list[str]) -> list[tuple[str, int]]:
+    with new_session() as session:
+        rows = session.scalars(
+            select(ScheduledPost).where(
+                ScheduledPost.id.in_(ids), ScheduledPost.awaiting_since.is_not(None)
+            )
+        ).all()
+        return [(p.id, p.dispatch_version) for p in rows]
+
+
 def test_cancel_races_the_instagram_publish_on_the_transitions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,33 +286,7 @@ def test_cancel_races_the_instagram_publish_on_the_transitions(
         batch = [
             due_post(tenant, f"thread race {i}", account_id=a) for i in range(24) for a in accounts
         ]
-        rng = random.Random(5)
-        delays = {pid: rng.uniform(0.15, 0.45) for pid, _ in batch}
-        results: dict[str, tuple[float, float, int]] = {}
-        outcomes: Counter[str] = Counter()
-
-        def worker(post_id: str, token: int) -> None:
-            outcomes[run_publish(post_id, token, "w", settings=SETTINGS).value] += 1
-
-        def canceller(post_id: str) -> None:
-            results[post_id] = _cancel_side(tenant, post_id, delays[post_id])
-
-        with ThreadPoolExecutor(max_workers=24) as pool:
-            futures = []
-            for post_id, token in batch:
-                futures.append(pool.submit(worker, post_id, token))
-                futures.append(pool.submit(canceller, post_id))
-            for f in futures:
-                f.result()
-        history = History()
-        for pid, (sent, answered, code) in results.items():
-            history.record(Call("cancel", pid, sent, answered, code, reason=REASON))
-        ids = [pid for pid, _ in batch]
-        read_instagram_ledger(history, ig.url, instagram_keys(TEST_DATABASE_URL, ids))
-    read_state(history, ids, TEST_DATABASE_URL)
-    _assert_invariants(history)
-    won = {pid for pid, (_, _, code) in results.items() if code == 200}
-    lost = {pid for pid, (_, _, code) in results.items() if code == 409}
+        won, lost, outcomes = _race_on_the_transitions(tenant, batch, (0.15, 0.45), ig.url)
     claimed = _won_after_claim(won)
     print(
         f"\n{len(batch)} Instagram races: {len(won)} cancels won ({len(claimed)} after the "
@@ -261,6 +294,39 @@ def test_cancel_races_the_instagram_publish_on_the_transitions(
     )
     assert claimed, "no cancel landed while a container processed"
     assert lost, "no cancel lost to a media_publish"
+
+
+def test_cancel_races_the_tiktok_init_on_the_transitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on TikTok: the creator check (150 ms of platform latency) between the claim
+    and the point of no return, then `init`, then polls until TikTok completes each post."""
+    points = tmp_path / "failpoints"
+    points.write_text("at_point_of_no_return=0.02\n")
+    monkeypatch.setattr(get_settings(), "failpoints_file", str(points))
+    with served_tiktok(
+        latency_ms=150,
+        processing_s=0.2,
+        moderation_s=0.1,
+        daily_cap=1000,
+        enforce_rate_limits=False,
+        seed=3,
+    ) as tt:
+        tenant = make_tenant("TokThreads")
+        accounts = more_tiktok_accounts(tenant, tt.url, 5)
+        batch = [
+            due_post(tenant, f"tok race {i}", [VIDEO], account_id=a)
+            for i in range(24)
+            for a in accounts
+        ]
+        won, lost, outcomes = _race_on_the_transitions(tenant, batch, (0.05, 0.4), tt.url)
+    claimed = _won_after_claim(won)
+    print(
+        f"\n{len(batch)} TikTok races: {len(won)} cancels won ({len(claimed)} after the "
+        f"claim), {len(lost)} lost to init; worker outcomes {dict(outcomes)}"
+    )
+    assert claimed, "no cancel landed during the creator check"
+    assert lost, "no cancel lost to an init"
 
 
 def _won_after_claim(won: set[str]) -> set[str]:
@@ -438,7 +504,7 @@ def test_http_cancels_race_real_workers_on_instagram(stack: Stack, api: httpx.Cl
     calls = _race_cancels(stack, tenant, post_ids, instant, spread_s=12, react_s=(0.22, 0.32))
     stack.arm()
     history = History(calls=calls)
-    read_instagram_ledger(history, stack.instagram_url, instagram_keys(TEST_DATABASE_URL, post_ids))
+    read_emulator_ledger(history, stack.instagram_url, emulator_keys(TEST_DATABASE_URL, post_ids))
     read_state(history, post_ids, TEST_DATABASE_URL)
     _assert_invariants(history)
     won = {c.post_id for c in calls if c.status == 200 and c.post_id}
