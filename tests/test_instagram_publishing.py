@@ -320,6 +320,11 @@ def test_a_token_near_its_expiry_is_refreshed_once(ig: Served) -> None:
     assert len(issued) == 2
 
 
+# The vanished worker's lease: long enough that a running stack's reaper (which shares the
+# database in the integration tier) leaves the post to this test's own reaper call.
+VANISHED_LEASE = timedelta(minutes=10)
+
+
 def _past_the_point_of_no_return(tenant: TenantFixture, ig: Served, caption: str) -> str:
     """A post whose worker prepared the container, stamped the point of no return and then
     vanished: its lease is left to expire."""
@@ -340,16 +345,22 @@ def _past_the_point_of_no_return(tenant: TenantFixture, ig: Served, caption: str
             token,
             OWNER,
             now=utcnow(),
-            lease=timedelta(seconds=-1),
+            lease=VANISHED_LEASE,
             handle=preparation.handle,
         )
     return post_id
 
 
 def _reap_and_reconcile(post_id: str) -> Outcome:
+    """This test's reaper, run as if the vanished worker's lease had run out: the integration
+    tier's running stack shares the database, and its reaper must not take the post first."""
     with transaction() as tx:
         reaped = posts.reap_expired(
-            tx.session, now=utcnow(), lease=timedelta(seconds=60), max_attempts=5, limit=100
+            tx.session,
+            now=utcnow() + VANISHED_LEASE + timedelta(seconds=1),
+            lease=timedelta(seconds=60),
+            max_attempts=5,
+            limit=100,
         )
     [job] = [r for r in reaped.reconcile if r.post_id == post_id]
     return run_reconcile(post_id, job.token, settings=SETTINGS)

@@ -137,7 +137,7 @@ def test_photos_are_posted_with_their_caption(tt: Served, tok: TenantFixture) ->
 
 
 def test_a_cancel_during_the_creator_check_wins(tt: Served, tok: TenantFixture) -> None:
-    tt.set_faults(latency_ms=800)
+    tt.set_faults(latency_ms=3000)  # the creator check takes 3 s: the cancel lands inside it
     post_id, token = _due(tok, "never posted")
     outcome: list[Outcome] = []
     worker = threading.Thread(
