@@ -330,7 +330,7 @@ def _past_the_point_of_no_return(tenant: TenantFixture, ig: Served, caption: str
     vanished: its lease is left to expire."""
     post_id, token = due_post(tenant, caption)
     with transaction() as tx:
-        assert posts.claim(tx.session, post_id, token, OWNER, now=utcnow(), lease=timedelta(0))
+        assert posts.claim(tx.session, post_id, token, OWNER, now=utcnow(), lease=VANISHED_LEASE)
     account = _account(tenant.accounts["instagram"])
     adapter = adapter_for(account, SETTINGS)
     payload = UploadPayload(
