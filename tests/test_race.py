@@ -5,10 +5,13 @@ the chaos checker.
 Checked by hand: with the row locks taken out of shared/publishing/posts.py the transition
 races and the sandbox HTTP race fail. The transition race then reports ~160 uploads after a
 200 cancel, double uploads and posts stuck in publishing; the Instagram transition race 8
-uploads after a 200 cancel; the HTTP race 1-21 per run. The Instagram HTTP race still passes
-without the locks: its stack's 5 s lease is shorter than a platform call's timeout plus the
-margin, so the worker renews (and so re-checks its token) just before `media_publish`, a
-second guard that the transition race's 60 s lease leaves out."""
+uploads after a 200 cancel, the TikTok one 13; the HTTP race 1-21 per run. The Instagram HTTP
+race still passes without the locks, and the TikTok HTTP race fails in about half the runs
+(one upload after a 200 cancel): their stack's 5 s lease is shorter than a platform call's
+timeout plus the margin, so the worker renews (and so re-checks its token) just before
+`media_publish` or `init`, a second guard that leaves the lock only the few milliseconds
+between that renewal and the point of no return; the transition races' 60 s lease leaves
+that guard out."""
 
 from __future__ import annotations
 
@@ -479,41 +482,84 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
     )
 
 
+def _http_race_on_an_emulator(
+    stack: Stack,
+    api: httpx.Client,
+    tenant: TenantFixture,
+    accounts: list[str],
+    emulator_url: str,
+    react_s: tuple[float, float],
+) -> tuple[History, set[str], set[str], set[str]]:
+    """200 posts (20 captions on 10 accounts) due at one instant, raced by HTTP cancels
+    against the stack's workers; the invariants checked on the emulator's ledger, matched to
+    posts by account and caption. The history, the cancels won and lost, and those won after
+    a worker's claim.
+
+    Planned cancels spread over the time the two nodes take to reach the platform with all
+    200, so many land after the irreversible call began; the others `react_s` after a claim
+    is seen, aimed into the platform step before the point of no return. A 20 ms failpoint
+    inside the point of no return's transaction, under the row lock, gives those cancels
+    something to decide."""
+    containers = [upload(api, tenant, caption=f"wave {i}") for i in range(20)]
+    post_ids, instant = _at_one_instant(api, tenant, containers, accounts, 6)
+    assert len(post_ids) == 200
+    assert utcnow() < instant, "scheduling took longer than the lead; raise it"
+    stack.arm(at_point_of_no_return=0.02)
+    calls = _race_cancels(stack, tenant, post_ids, instant, spread_s=12, react_s=react_s)
+    stack.arm()
+    history = History(calls=calls)
+    read_emulator_ledger(history, emulator_url, emulator_keys(TEST_DATABASE_URL, post_ids))
+    read_state(history, post_ids, TEST_DATABASE_URL)
+    _assert_invariants(history)
+    won = {c.post_id for c in calls if c.status == 200 and c.post_id}
+    lost = {c.post_id for c in calls if c.status == 409 and c.post_id}
+    assert len(history.ledger) == len(lost)
+    return history, won, lost, _won_after_claim(won)
+
+
 @pytest.mark.integration
 def test_http_cancels_race_real_workers_on_instagram(stack: Stack, api: httpx.Client) -> None:
-    """The same race on the Instagram emulator, where nothing dedupes a publish: 200 posts (20
-    captions on 10 accounts) due at one instant. Each waits for its container to finish
-    between the claim and the point of no return, so cancels land in that window without a
-    failpoint. The checker matches the ledger to posts by account and caption."""
+    """The same race on the Instagram emulator, where nothing dedupes a publish. Each post
+    waits for its container to finish between the claim and the point of no return (one
+    container poll, 0.25 s), so cancels land in that window without a failpoint."""
     stack.reset_instagram()
     stack.set_instagram_faults(quota_total=1000, image_processing_s=0.05, video_processing_s=0.3)
     tenant = instagram_tenant("IgRacer", stack.instagram_url)
     accounts = [tenant.accounts["instagram"]]
     accounts += more_instagram_accounts(tenant, stack.instagram_url, 9)
-    containers = [upload(api, tenant, caption=f"ig wave {i}") for i in range(20)]
-    post_ids, instant = _at_one_instant(api, tenant, containers, accounts, 6)
-    assert len(post_ids) == 200
-    assert utcnow() < instant, "scheduling took longer than the lead; raise it"
-
-    # Planned cancels spread over the time the two nodes take to publish all 200, so many
-    # land after a media_publish began; the others aimed at the point of no return, which
-    # comes one container poll (0.25 s) after the claim.
-    # A 20 ms failpoint inside the point of no return's transaction, under the row lock,
-    # gives the cancels aimed there something to decide.
-    stack.arm(at_point_of_no_return=0.02)
-    calls = _race_cancels(stack, tenant, post_ids, instant, spread_s=12, react_s=(0.22, 0.32))
-    stack.arm()
-    history = History(calls=calls)
-    read_emulator_ledger(history, stack.instagram_url, emulator_keys(TEST_DATABASE_URL, post_ids))
-    read_state(history, post_ids, TEST_DATABASE_URL)
-    _assert_invariants(history)
-    won = {c.post_id for c in calls if c.status == 200 and c.post_id}
-    lost = {c.post_id for c in calls if c.status == 409}
-    claimed = _won_after_claim(won)
+    history, won, lost, claimed = _http_race_on_an_emulator(
+        stack, api, tenant, accounts, stack.instagram_url, react_s=(0.22, 0.32)
+    )
     print(
         f"\n200 Instagram races: {len(won)} cancels won ({len(claimed)} while the container "
         f"processed), {len(lost)} lost to media_publish; {len(history.ledger)} public posts"
     )
     assert claimed, "no cancel landed while a container processed"
     assert lost, "no cancel lost to a media_publish; the race did not race"
-    assert len(history.ledger) == len(lost)
+
+
+@pytest.mark.integration
+def test_http_cancels_race_real_workers_on_tiktok(stack: Stack, api: httpx.Client) -> None:
+    """The same race on the TikTok emulator. Between the claim and the point of no return
+    each post asks TikTok for its creator's info (200 ms of platform latency here), so
+    cancels land in that window without a failpoint; after `init` no worker waits, and polls
+    complete each post as TikTok finishes processing it."""
+    stack.reset_tiktok()
+    stack.set_tiktok_faults(
+        latency_ms=200,
+        processing_s=0.5,
+        moderation_s=0.2,
+        daily_cap=1000,
+        enforce_rate_limits=False,
+    )
+    tenant = make_tenant("TokRacer", sandbox_url=stack.sandbox_url)
+    accounts = more_tiktok_accounts(tenant, stack.tiktok_url, 10)
+    history, won, lost, claimed = _http_race_on_an_emulator(
+        stack, api, tenant, accounts, stack.tiktok_url, react_s=(0.1, 0.25)
+    )
+    print(
+        f"\n200 TikTok races: {len(won)} cancels won ({len(claimed)} during the creator "
+        f"check), {len(lost)} lost to init; {len(history.ledger)} TikTok posts"
+    )
+    assert claimed, "no cancel landed during a creator check"
+    assert lost, "no cancel lost to an init; the race did not race"

@@ -6,6 +6,8 @@ Every send happens after the commit that justifies it (`Tx.after_commit`)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import Celery
@@ -80,39 +82,48 @@ def client() -> Celery:
     return _client
 
 
+def _send(name: str, job: Dispatch | Reconcile | Poll) -> None:
+    client().send_task(
+        name, args=[job.post_id, job.token], task_id=job.task_id, eta=job.eta, queue=PUBLISH_QUEUE
+    )
+
+
 def send_publish(dispatch: Dispatch) -> None:
     """Send the post's publish task, due at its `scheduledFor`."""
-    client().send_task(
-        TaskName.PUBLISH,
-        args=[dispatch.post_id, dispatch.token],
-        task_id=dispatch.task_id,
-        eta=dispatch.eta,
-        queue=PUBLISH_QUEUE,
-    )
+    _send(TaskName.PUBLISH, dispatch)
 
 
 def send_reconcile(job: Reconcile) -> None:
     """Send the task that settles a post whose worker vanished mid-upload."""
-    client().send_task(
-        TaskName.RECONCILE,
-        args=[job.post_id, job.token],
-        task_id=job.task_id,
-        eta=job.eta,
-        queue=PUBLISH_QUEUE,
-    )
+    _send(TaskName.RECONCILE, job)
 
 
 def send_poll(job: Poll) -> None:
     """Send the task that asks the platform about a post it is completing on its own."""
-    client().send_task(
-        TaskName.POLL,
-        args=[job.post_id, job.token],
-        task_id=job.task_id,
-        eta=job.eta,
-        queue=PUBLISH_QUEUE,
-    )
+    _send(TaskName.POLL, job)
+
+
+# A revoke's broadcast takes two connections from the sender's pool (`broker_pool_limit`),
+# one for the broadcast and one for its producer, and holds the first while it waits for the
+# second. Enough concurrent cancels (the API's thread pool) could each hold one and wait
+# forever for another; at most half the pool's size revoking at once leaves every one of
+# them its second connection. Built on first use, from the configured limit.
+_revoking: threading.BoundedSemaphore | None = None
+_revoking_lock = threading.Lock()
+
+
+def _revoke_slots() -> threading.BoundedSemaphore | contextlib.nullcontext[None]:
+    global _revoking  # noqa: PLW0603 - one per process, sized from the sender's pool
+    limit = client().conf.broker_pool_limit
+    if not limit:  # no limit: no pool to exhaust
+        return contextlib.nullcontext()
+    with _revoking_lock:
+        if _revoking is None:
+            _revoking = threading.BoundedSemaphore(max(1, int(limit) // 2))
+        return _revoking
 
 
 def revoke(task_id: str) -> None:
     """Save a worker a wasted wake-up. Never `terminate=True`: safety is the fencing token's."""
-    client().control.revoke(task_id)
+    with _revoke_slots():
+        client().control.revoke(task_id)
