@@ -1,6 +1,6 @@
 """Faults on a seeded schedule: processes killed, Redis emptied, connections cut, a flaky
-platform (the sandbox or the Instagram emulator). Every kind enabled is injected at least
-once per run, in a shuffled cycle."""
+platform (the sandbox, or the Instagram and TikTok emulators). Every kind enabled is injected
+at least once per run, in a shuffled cycle."""
 
 from __future__ import annotations
 
@@ -17,56 +17,110 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from chaos.history import Fault, History
-from chaos.options import ADAPTERS, PLATFORM_FAULTS_OF, PROCESS_FAULTS, faults_of
+from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, PROCESS_FAULTS, faults_of
 from harness.stack import Stack, children_of
 from sandbox import faults as sandbox_faults
-from sandbox import instagram_faults
+from sandbox import instagram_faults, tiktok_faults
 
-Knobs = Mapping[str, float | str]
+Knobs = Mapping[str, float | int | str]
 
 # How long a platform fault stays on.
 SPELL_S: Final = 5.0
-# Each platform fault, once: the knobs it sets on each adapter's platform while it is on
-# (sandbox/faults.py, sandbox/instagram_faults.py). An adapter a kind does not list cannot
-# be given it. The emulator's publish errors and lost answers come after `media_publish` may
-# have posted, so they test the lookup that decides whether to publish again (a wrong second
-# publish shows in the ledger: the run sets `duplicate_publish=post` for its whole length,
-# since that retry may come after the spell is over).
+# The knobs an emulator holds for a whole run (set at start, and what a spell's end goes
+# back to). Instagram: a quota that never runs out, so it is not what fails posts; containers
+# that take real (short) time to process, so posts spend time preparing between the claim and
+# the point of no return; and a second media_publish of one container posting again, so a
+# wrong retry shows in the ledger. TikTok: no daily cap or per-token rate limit in the way of
+# a load far denser than one creator's, and processing and moderation that take real time, so
+# posts are polled while they wait.
+RUN_KNOBS: Final[dict[str, Knobs]] = {
+    "sandbox": {},
+    "instagram": {
+        "quota_total": 1_000_000,
+        "image_processing_s": 0.05,
+        "video_processing_s": 0.3,
+        "duplicate_publish": "post",
+    },
+    "tiktok": {
+        "daily_cap": 1_000_000,
+        "enforce_rate_limits": False,
+        "processing_s": 0.5,
+        "moderation_s": 0.5,
+    },
+}
+# Each platform fault, once: the knobs it sets on each platform while it is on
+# (sandbox/faults.py, sandbox/instagram_faults.py, sandbox/tiktok_faults.py). An adapter none
+# of whose platforms a kind lists cannot be given it. The emulators' publish (init) errors and
+# lost answers come after the call may have posted, so they test the lookup that decides
+# whether to publish again (a wrong second publish shows in the ledger). `slow_completion`:
+# Instagram containers that take seconds to finish, waited for under a renewed lease, and TikTok
+# posts whose processing outlasts a lease (the chaos stack's LEASE_S is 10 s), which no reaper
+# may take for stuck.
 SPELLS: Final[dict[str, dict[str, Knobs]]] = {
     "latency": {
         "sandbox": {"latency_ms": 1500, "latency_jitter_ms": 500},
-        "emulator": {"latency_ms": 1000, "latency_jitter_ms": 500, "publish_latency_ms": 1000},
+        "instagram": {"latency_ms": 1000, "latency_jitter_ms": 500, "publish_latency_ms": 1000},
+        "tiktok": {"latency_ms": 1000, "latency_jitter_ms": 500, "init_latency_ms": 1000},
     },
     "http_429": {
         "sandbox": {"rate_429": 0.3, "retry_after_s": 0.5},
-        "emulator": {"rate_limited": 0.3},
+        "instagram": {"rate_limited": 0.3},
+        "tiktok": {"rate_limited": 0.3},
     },
     "http_503": {
         "sandbox": {"rate_503": 0.3},
-        "emulator": {"rate_server_error": 0.3, "rate_server_error_publish": 0.3},
+        "instagram": {"rate_server_error": 0.3, "rate_server_error_publish": 0.3},
+        "tiktok": {"rate_server_error": 0.3, "rate_server_error_init": 0.3},
     },
     "lost_response": {
         "sandbox": {"rate_lost": 0.3},
-        "emulator": {"rate_lost": 0.2, "rate_lost_publish": 0.3},
+        "instagram": {"rate_lost": 0.2, "rate_lost_publish": 0.3},
+        "tiktok": {"rate_lost": 0.2, "rate_lost_init": 0.3},
     },
-    "container_error": {"emulator": {"rate_container_error": 0.3}},
+    "container_error": {
+        "instagram": {"rate_container_error": 0.3},
+        "tiktok": {"rate_fail": 0.3, "fail_reason": "internal"},
+    },
+    "slow_completion": {
+        "instagram": {"video_processing_s": 3.0},
+        "tiktok": {"processing_s": 15.0, "moderation_s": 3.0},
+    },
 }
 _DEFAULTS: Final[dict[str, Mapping[str, float | int | str | None]]] = {
     "sandbox": sandbox_faults.DEFAULTS,
-    "emulator": instagram_faults.DEFAULTS,
+    "instagram": instagram_faults.DEFAULTS,
+    "tiktok": tiktok_faults.DEFAULTS,
 }
-# Off is every knob a spell touches on that platform back at its default. A knob the
-# platform doesn't define fails here, at import, rather than as a 400 in the middle of a run.
+# Off is every knob a spell touches on that platform back at the run's value, else its
+# default. A knob the platform doesn't define fails here, at import, rather than as a 400 in
+# the middle of a run.
 FAULTS_OFF: Final[dict[str, dict[str, float | int | str | None]]] = {
-    adapter: {
-        name: _DEFAULTS[adapter][name]
-        for by_adapter in SPELLS.values()
-        for name in by_adapter.get(adapter, {})
+    platform: {
+        name: RUN_KNOBS[platform].get(name, _DEFAULTS[platform][name])
+        for by_platform in SPELLS.values()
+        for name in by_platform.get(platform, {})
     }
-    for adapter in ADAPTERS
+    for platform in _DEFAULTS
 }
-if {a: tuple(k for k in SPELLS if a in SPELLS[k]) for a in ADAPTERS} != PLATFORM_FAULTS_OF:
+for _platform, _knobs in RUN_KNOBS.items():
+    if set(_knobs) - set(_DEFAULTS[_platform]):
+        raise AssertionError(f"RUN_KNOBS sets knobs {_platform} does not have")
+if {
+    a: tuple(k for k in SPELLS if set(PLATFORMS_OF[a]) & set(SPELLS[k])) for a in PLATFORMS_OF
+} != PLATFORM_FAULTS_OF:
     raise AssertionError("chaos/options.py and SPELLS disagree on each adapter's faults")
+
+
+def completion_allowance_s() -> float:
+    """The longest TikTok may take to complete a post on its own in a run: its processing
+    and moderation at their slowest (the run's knobs or a spell's). Invariant 5's bound for
+    such a post is this much longer; the caller adds one poll interval."""
+    spells = [RUN_KNOBS["tiktok"], *(by.get("tiktok", {}) for by in SPELLS.values())]
+
+    def longest(name: str) -> float:
+        return max(float(k.get(name, _DEFAULTS["tiktok"][name] or 0)) for k in spells)
+
+    return longest("processing_s") + longest("moderation_s")
 
 
 class Injector:
@@ -78,7 +132,7 @@ class Injector:
         every_s: float,
         seed: int,
         history: History,
-        platform_url: str,
+        platform_urls: Mapping[str, str],
         stack: Stack | None = None,
         database_url: str | None = None,
         adapter: str = "sandbox",
@@ -92,8 +146,10 @@ class Injector:
         self.every_s = every_s
         self.rng = random.Random(seed ^ 0x5EED)
         self.history = history
-        # The platform the accounts post to: the sandbox, or the Instagram emulator.
-        self.platform_url = platform_url.rstrip("/")
+        # The platforms the accounts post to (PLATFORMS_OF), each at its base URL.
+        if set(platform_urls) != set(PLATFORMS_OF[adapter]):
+            raise ValueError(f"{adapter} posts to {', '.join(PLATFORMS_OF[adapter])}")
+        self.platform_urls = {p: url.rstrip("/") for p, url in platform_urls.items()}
         self.adapter = adapter
         self.stack = stack
         self.db = create_engine(database_url, pool_size=1) if database_url else None
@@ -103,11 +159,7 @@ class Injector:
             "worker_kill": self._worker_kill,
             "redis_restart": self._redis_restart,
             "pg_terminate": self._pg_terminate,
-            **{
-                kind: partial(self._spell, spells[adapter])
-                for kind, spells in SPELLS.items()
-                if adapter in spells
-            },
+            **{kind: partial(self._spell, kind) for kind in PLATFORM_FAULTS_OF[adapter]},
         }
 
     def start(self) -> None:
@@ -132,14 +184,19 @@ class Injector:
             self.history.fault(Fault(kind, time.time(), detail))
 
     def _faults_off(self) -> None:
-        off = FAULTS_OFF[self.adapter]
-        httpx.put(f"{self.platform_url}/faults", json=off).raise_for_status()
+        for platform, url in self.platform_urls.items():
+            httpx.put(f"{url}/faults", json=FAULTS_OFF[platform]).raise_for_status()
 
-    def _spell(self, faults: Knobs) -> str:
-        httpx.put(f"{self.platform_url}/faults", json=dict(faults)).raise_for_status()
+    def _spell(self, kind: str) -> str:
+        on = {p: SPELLS[kind][p] for p in self.platform_urls if p in SPELLS[kind]}
+        for platform, faults in on.items():
+            url = self.platform_urls[platform]
+            httpx.put(f"{url}/faults", json=dict(faults)).raise_for_status()
         self._stop.wait(SPELL_S)
         self._faults_off()
-        return ",".join(f"{k}={v}" for k, v in faults.items())
+        return "; ".join(
+            f"{p}: " + ",".join(f"{k}={v}" for k, v in faults.items()) for p, faults in on.items()
+        )
 
     def _worker_kill(self) -> str:
         assert self.stack is not None

@@ -41,6 +41,9 @@ class FinalPost:
     external_id: str | None
     last_error_code: str | None
     finished_at: datetime | None  # when it became terminal (updated_at of a terminal row)
+    # Its platform completes a post on its own after accepting it (TikTok): invariant 5
+    # allows it the platform's processing time too.
+    completes_later: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,26 @@ import argparse
 from typing import Final
 
 # Where the run's accounts post: the sandbox (a ledger keyed by idempotency key), or the
-# stack's Instagram emulator (no idempotency key: the ledger is matched by account and caption).
+# stack's Instagram and TikTok emulators (no idempotency key: each ledger is matched by
+# account and caption).
 ADAPTERS: Final = ("sandbox", "emulator")
+# The platforms each adapter's accounts post to, each with a fault API of its own.
+PLATFORMS_OF: Final[dict[str, tuple[str, ...]]] = {
+    "sandbox": ("sandbox",),
+    "emulator": ("instagram", "tiktok"),
+}
 PROCESS_FAULTS: Final = ("worker_kill", "redis_restart", "pg_terminate")
-# The platform faults each adapter takes; chaos/faults.py maps each to that platform's knobs.
+# The platform faults each adapter takes; chaos/faults.py maps each to its platforms' knobs.
 PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
     "sandbox": ("latency", "http_429", "http_503", "lost_response"),
-    "emulator": ("latency", "http_429", "http_503", "lost_response", "container_error"),
+    "emulator": (
+        "latency",
+        "http_429",
+        "http_503",
+        "lost_response",
+        "container_error",
+        "slow_completion",
+    ),
 }
 
 
@@ -34,15 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=ADAPTERS,
         default="sandbox",
         help="sandbox: every account posts to the sandbox platform; emulator: to Instagram "
-        "accounts issued by the stack's Instagram emulator (local stack only: matching its "
-        "ledger to posts needs each account's Instagram user id, which only the database "
-        "holds, so --target refuses it)",
+        "and TikTok accounts issued by the stack's emulators (local stack only: matching "
+        "their ledgers to posts needs each account's platform user id, which only the "
+        "database holds, so --target refuses it)",
     )
     parser.add_argument(
         "--faults",
         default=None,
-        help=f"comma-separated among {', '.join(faults_of('emulator'))} (container_error: "
-        "emulator only); 'none' for none; default: every kind the adapter takes",
+        help=f"comma-separated among {', '.join(faults_of('emulator'))} (container_error, "
+        "slow_completion: emulator only); 'none' for none; default: every kind the adapter "
+        "takes",
     )
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
     parser.add_argument("--settle-timeout", type=float, default=180.0)

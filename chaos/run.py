@@ -17,10 +17,10 @@ import httpx
 from sqlalchemy import create_engine, make_url, select
 
 from chaos import checker
-from chaos.faults import Injector
+from chaos.faults import RUN_KNOBS, Injector, completion_allowance_s
 from chaos.history import FinalPost, History, LedgerEntry
 from chaos.load import Client, Load, Plan, parse
-from chaos.options import PLATFORM_FAULTS_OF, faults_of
+from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, faults_of
 from harness.stack import Stack, wait_until
 from shared.kit.db import drop_database
 from shared.models import (
@@ -32,6 +32,7 @@ from shared.models import (
     ScheduledPost,
     SocialAccount,
 )
+from shared.publishing.adapters import completes_later
 
 # Short leases and graces so recovery from each fault shows within seconds, not minutes.
 CHAOS_ENV = {
@@ -43,20 +44,15 @@ CHAOS_ENV = {
     "PLATFORM_BACKOFF_CAP_S": "2",
     "RATE_LIMIT_READ_PER_MIN": "10000000",
     "RATE_LIMIT_WRITE_PER_MIN": "10000000",
+    # Posts TikTok completes on its own are polled after half a second, doubling to 2 s.
+    "POLL_FIRST_S": "0.5",
+    "POLL_CAP_S": "2",
 }
 
 
-# The Instagram emulator of an `--adapter emulator` run (sandbox/instagram_faults.py): a quota
-# that never runs out, so it is not what fails posts; containers that take real (short) time
-# to process, so posts spend time preparing between the claim and the point of no return; and
-# a second media_publish of one container posting again, so a wrong retry shows in the ledger.
-EMULATOR_KNOBS: dict[str, float | int | str] = {
-    "quota_total": 1_000_000,
-    "image_processing_s": 0.05,
-    "video_processing_s": 0.3,
-    "duplicate_publish": "post",
-}
-# Its Instagram accounts: a wave wider than this goes out on more than one container.
+# The Instagram and the TikTok accounts of an `--adapter emulator` run, each issued by the
+# stack's emulator of that platform: a wave wider than this goes out on more than one
+# container.
 EMULATOR_ACCOUNTS = 24
 
 
@@ -77,7 +73,12 @@ def read_state(history: History, post_ids: list[str], database_url: str) -> None
     """The final rows of these posts, and every cancel's audit entry, into the history."""
     db = create_engine(database_url)
     with db.connect() as conn:
-        for row in conn.execute(select(ScheduledPost).where(ScheduledPost.id.in_(post_ids))).all():
+        rows = conn.execute(
+            select(ScheduledPost, SocialAccount.adapter)
+            .join(SocialAccount, SocialAccount.id == ScheduledPost.social_account_id)
+            .where(ScheduledPost.id.in_(post_ids))
+        ).all()
+        for row in rows:
             p = row._mapping
             terminal = p["status"] in TERMINAL
             history.posts[p["id"]] = FinalPost(
@@ -87,6 +88,7 @@ def read_state(history: History, post_ids: list[str], database_url: str) -> None
                 p["external_id"],
                 (p["last_error"] or {}).get("code"),
                 (p["canceled_at"] or p["updated_at"]) if terminal else None,
+                completes_later(p["adapter"]),
             )
         audit: dict[str, list[str | None]] = {}
         for target, reason in conn.execute(
@@ -220,6 +222,10 @@ def report(
         "elapsedSeconds": round(elapsed, 1),
         "posts": len(history.posts),
         "finalStatus": dict(statuses),
+        # Of those, the posts their platform completed on its own (TikTok), by final status.
+        "completedLater": dict(
+            Counter(p.status for p in history.posts.values() if p.completes_later)
+        ),
         "cancels": {
             "won": sum(c.status == 200 for c in cancels),
             "lost": sum(c.status == 409 for c in cancels),
@@ -276,7 +282,13 @@ def _print_report(rep: dict[str, Any], verdicts: list[checker.Verdict]) -> None:
     retries = rep["platformRetries"]
     print(
         f"\nchaos: {rep['posts']:,} posts in {rep['elapsedSeconds']}s — "
-        f"final {rep['finalStatus']}\n"
+        f"final {rep['finalStatus']}"
+        + (
+            f" (completed later by the platform {rep['completedLater']})"
+            if rep["completedLater"]
+            else ""
+        )
+        + "\n"
         f"  cancels won {rep['cancels']['won']:,}, lost {rep['cancels']['lost']:,}; "
         f"reschedules {rep['reschedules']['moved']:,} moved, "
         f"{rep['reschedules']['refused']:,} refused; reads {rep['reads']:,}\n"
@@ -315,8 +327,8 @@ def _misuse(args: argparse.Namespace, kinds: list[str]) -> str | None:
         return None
     if args.adapter == "emulator":
         return (
-            "--target takes only --adapter sandbox: matching the Instagram emulator's ledger "
-            "to posts needs each account's Instagram user id, which only the database holds"
+            "--target takes only --adapter sandbox: matching the emulators' ledgers to posts "
+            "needs each account's platform user id, which only the database holds"
         )
     if not (args.api_key and args.project and args.sandbox_url):
         return "--target needs --api-key, --project and --sandbox-url"
@@ -352,18 +364,19 @@ def run(args: argparse.Namespace) -> int:
             )
             stack.start()
             if emulator:
-                stack.set_instagram_faults(**EMULATOR_KNOBS, seed=args.seed)
+                stack.set_instagram_faults(**RUN_KNOBS["instagram"], seed=args.seed)
+                stack.set_tiktok_faults(**RUN_KNOBS["tiktok"], seed=args.seed)
             api_url = stack.api_url
-            platform_url = stack.instagram_url if emulator else stack.sandbox_url
+            platform_urls = {
+                "sandbox": stack.sandbox_url,
+                "instagram": stack.instagram_url,
+                "tiktok": stack.tiktok_url,
+            }
             api_key, project_id, accounts = _local_tenant(database_url, stack, args.adapter)
             print(f"chaos: stack up (logs in {stack.logdir})", flush=True)
         else:
-            api_url, platform_url, api_key, project_id = (
-                args.target,
-                args.sandbox_url,
-                args.api_key,
-                args.project,
-            )
+            api_url, api_key, project_id = args.target, args.api_key, args.project
+            platform_urls = {"sandbox": args.sandbox_url}
             accounts = []
         client = Client(api_url, api_key, history)
         if not accounts:
@@ -375,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
             args.fault_every,
             args.seed,
             history,
-            platform_url,
+            {p: platform_urls[p] for p in PLATFORMS_OF[args.adapter]},
             stack,
             database_url if local else None,
             adapter=args.adapter,
@@ -397,14 +410,15 @@ def run(args: argparse.Namespace) -> int:
         if emulator:
             assert database_url is not None
             keys = emulator_keys(database_url, load.post_ids)
-            read_emulator_ledger(history, platform_url, keys)
+            read_emulator_ledger(history, platform_urls["instagram"], keys)
+            read_emulator_ledger(history, platform_urls["tiktok"], keys)
         else:
-            read_ledger(history, platform_url)
+            read_ledger(history, platform_urls["sandbox"])
         if local and database_url:
             read_state(history, load.post_ids, database_url)
         else:
             _read_state_over_api(history, client, load.post_ids)
-        verdicts = checker.check(history, checker.Bounds(settle=timedelta(seconds=args.bound)))
+        verdicts = checker.check(history, _bounds(args))
         rep = report(history, verdicts, stack, time.time() - started, args.adapter)
         _print_report(rep, verdicts)
         Path(args.report).write_text(json.dumps(rep, indent=2))
@@ -421,6 +435,17 @@ def run(args: argparse.Namespace) -> int:
             stack.stop()
             if not args.keep and database_url:
                 drop_database(database_url)
+
+
+def _bounds(args: argparse.Namespace) -> checker.Bounds:
+    """Invariant 5's bound: `--bound` after its time for every post, and for a post the
+    platform completes on its own that much more as the platform may take (its processing
+    and moderation at their slowest in this run) and one poll interval."""
+    later = completion_allowance_s() + float(CHAOS_ENV["POLL_CAP_S"])
+    return checker.Bounds(
+        settle=timedelta(seconds=args.bound),
+        completion=timedelta(seconds=later if args.adapter == "emulator" else 0),
+    )
 
 
 def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
@@ -444,22 +469,33 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
 
 def _local_tenant(database_url: str, stack: Stack, adapter: str) -> tuple[str, str, list[str]]:
     """A tenant whose accounts take the load: 60 sandbox accounts, so waves can be 50 targets
-    wide; or EMULATOR_ACCOUNTS Instagram accounts the stack's emulator issued (a wider wave
-    spreads over more content, since each account gets a container at most once)."""
-    from shared.accounts.accounts import add_issued_account, emulator_instagram_account
+    wide; or EMULATOR_ACCOUNTS Instagram and as many TikTok accounts the stack's emulators
+    issued (a wider wave spreads over more content, since each account gets a container at
+    most once)."""
+    from shared.accounts.accounts import (
+        add_issued_account,
+        emulator_instagram_account,
+        emulator_tiktok_account,
+    )
     from shared.kit.db import init_engine, transaction
     from shared.models import Platform
     from shared.tenancy.tenants import create_tenant
 
-    instagram = Platform.INSTAGRAM.value
-    # Before the transaction: none stays open while the emulator answers.
+    instagram, tiktok = Platform.INSTAGRAM.value, Platform.TIKTOK.value
+    # Before the transaction: none stays open while the emulators answer.
     issued = (
-        [
-            emulator_instagram_account(stack.instagram_url, timeout=10)
-            for _ in range(EMULATOR_ACCOUNTS)
-        ]
+        {
+            instagram: [
+                emulator_instagram_account(stack.instagram_url, timeout=10)
+                for _ in range(EMULATOR_ACCOUNTS)
+            ],
+            tiktok: [
+                emulator_tiktok_account(stack.tiktok_url, timeout=10)
+                for _ in range(EMULATOR_ACCOUNTS)
+            ],
+        }
         if adapter == "emulator"
-        else []
+        else {}
     )
     init_engine("publisher.chaos", url=database_url, pool_size=2)
     with transaction() as tx:
@@ -467,19 +503,20 @@ def _local_tenant(database_url: str, stack: Stack, adapter: str) -> tuple[str, s
             t = create_tenant(
                 tx.session,
                 "Chaos",
-                [instagram],
+                [tiktok, instagram],
                 sandbox_url=stack.sandbox_url,
-                issued={instagram: issued[0]},
+                issued={p: accounts[0] for p, accounts in issued.items()},
             )
             more = [
-                add_issued_account(tx.session, t.organization_id, t.project_id, instagram, a)
-                for a in issued[1:]
+                add_issued_account(tx.session, t.organization_id, t.project_id, p, a)
+                for p, accounts in issued.items()
+                for a in accounts[1:]
             ]
         else:
             t = create_tenant(
                 tx.session,
                 "Chaos",
-                [Platform.TIKTOK.value, instagram],
+                [tiktok, instagram],
                 sandbox_url=stack.sandbox_url,
                 extra_accounts=58,
             )

@@ -3,11 +3,12 @@ with the post that breaks it; a clean history passes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chaos.checker import Verdict, check, explain
+from chaos.checker import Bounds, Verdict, check, explain
 from chaos.history import Call, FinalPost, History, LedgerEntry
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -118,6 +119,25 @@ def test_5_a_post_that_finished_past_the_bound() -> None:
     h = _clean()
     h.posts["sp_pub"] = _post("sp_pub", "published", "ext_pub", late=600)
     assert "sp_pub" in _broken(5, h).violations
+
+
+def test_5_a_post_the_platform_completes_later_has_its_processing_time_too() -> None:
+    """With `completion` set, a TikTok-like post may end that much after `settle`, and no
+    later; any other post still has `settle` alone."""
+    bounds = Bounds(settle=timedelta(seconds=120), completion=timedelta(seconds=20))
+    h = _clean()
+    h.posts["sp_pub"] = replace(
+        _post("sp_pub", "published", "ext_pub", late=135), completes_later=True
+    )
+    v5 = _by_number(check(h, bounds))[5]
+    assert v5.ok, v5.line()
+    assert "140s where the platform completes on its own" in v5.note
+    h.posts["sp_pub"] = replace(h.posts["sp_pub"], finished_at=T0 + timedelta(seconds=141))
+    assert "sp_pub" in _by_number(check(h, bounds))[5].violations
+    h.posts["sp_pub"] = replace(
+        h.posts["sp_pub"], completes_later=False, finished_at=T0 + timedelta(seconds=135)
+    )
+    assert "sp_pub" in _by_number(check(h, bounds))[5].violations
 
 
 def test_6_an_upload_before_its_time() -> None:

@@ -9,7 +9,13 @@ from shared.accounts.credentials import unseal
 from shared.kit.settings import Settings
 from shared.models import INSTAGRAM_ADAPTER, SANDBOX_ADAPTER, TIKTOK_ADAPTER, SocialAccount
 from shared.publishing.instagram import InstagramAdapter
-from shared.publishing.platforms import PlatformAdapter, Refreshed, SandboxAdapter, http_client
+from shared.publishing.platforms import (
+    CompletesLater,
+    PlatformAdapter,
+    Refreshed,
+    SandboxAdapter,
+    http_client,
+)
 from shared.publishing.tiktok import TikTokAdapter
 
 
@@ -33,6 +39,18 @@ def _tiktok(account: SocialAccount, settings: Settings) -> TikTokAdapter:
         http_client(settings.platform_timeout_s),
         access_token=unseal(account.credentials, settings).access_token,
     )
+
+
+_CLASSES: dict[str, type[PlatformAdapter]] = {
+    SANDBOX_ADAPTER: SandboxAdapter,
+    INSTAGRAM_ADAPTER: InstagramAdapter,
+    TIKTOK_ADAPTER: TikTokAdapter,
+}
+
+
+def completes_later(adapter: str) -> bool:
+    """Whether this adapter's platform completes an accepted post on its own (TikTok)."""
+    return issubclass(_CLASSES[adapter], CompletesLater)
 
 
 def adapter_for(account: SocialAccount, settings: Settings) -> PlatformAdapter:
