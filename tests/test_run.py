@@ -1,5 +1,6 @@
 """`make run` (`publisher run`): "publisher is up" is printed once every role answers, not
-before; a new user's first Instagram post goes out on it; Ctrl-C (SIGINT) stops them all."""
+before; a new user's first Instagram and TikTok posts go out on it; Ctrl-C (SIGINT) stops
+them all."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -96,7 +98,7 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
         assert httpx.get(f"http://127.0.0.1:{ports['api']}/metrics").status_code == 404
         for listed in (str(ports["api"]), str(ports["api_metrics"]), str(ports["flower"])):
             assert listed in out
-        _a_new_users_first_instagram_post(env, f"http://127.0.0.1:{ports['api']}")
+        _a_new_users_first_posts(env, f"http://127.0.0.1:{ports['api']}")
     finally:
         # The parent stops its children; a terminal's Ctrl-C reaching them too is the same.
         proc.send_signal(signal.SIGINT)
@@ -110,9 +112,11 @@ def test_run_says_up_only_once_every_role_answers(database: str) -> None:
     assert code == 0
 
 
-def _a_new_users_first_instagram_post(env: dict[str, str], api: str) -> None:
+def _a_new_users_first_posts(env: dict[str, str], api: str) -> None:
     """The README's first steps on the running stack: `tenants create` binds the Instagram
-    account to the emulator `make run` started, and a post scheduled on it goes out there."""
+    and TikTok accounts to the emulators `make run` started; an image scheduled on Instagram
+    goes out there, and on TikTok a video goes `publishing` -> `published` through the
+    emulator's asynchronous processing while a draft ends `draft` in the creator's inbox."""
     made = subprocess.run(
         [sys.executable, "-m", "cli", "tenants", "create", "--name", "First Run", "--json"],
         cwd=ROOT,
@@ -124,26 +128,50 @@ def _a_new_users_first_instagram_post(env: dict[str, str], api: str) -> None:
     )
     tenant = json.loads(made.stdout)
     headers = {"Authorization": f"Bearer {tenant['apiKey']}"}
-    [account] = [a["id"] for a in tenant["socialAccounts"] if a["platform"] == "instagram"]
+    account = {a["platform"]: a["id"] for a in tenant["socialAccounts"]}
+    when = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
-        content = client.post(
-            f"/v1/projects/{tenant['projectId']}/content/upload",
-            json={"caption": "first run", "media": [{"url": "https://cdn.example.com/a.jpg"}]},
-        ).json()
-        when = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        r = client.post(
-            f"/v1/content/{content['id']}/schedule",
-            json={"scheduledFor": when, "targets": [{"socialAccountId": account}]},
+
+        def scheduled(caption: str, media: str, targets: list[dict[str, str]]) -> list[str]:
+            content = client.post(
+                f"/v1/projects/{tenant['projectId']}/content/upload",
+                json={"caption": caption, "media": [{"url": f"https://cdn.example.com/{media}"}]},
+            ).json()
+            r = client.post(
+                f"/v1/content/{content['id']}/schedule",
+                json={"scheduledFor": when, "targets": targets},
+            )
+            assert r.status_code == 201, r.text
+            return [p["id"] for p in r.json()["items"]]
+
+        [image] = scheduled("first run", "a.jpg", [{"socialAccountId": account["instagram"]}])
+        [video] = scheduled("first tiktok", "a.mp4", [{"socialAccountId": account["tiktok"]}])
+        [draft] = scheduled(
+            "a draft", "b.mp4", [{"socialAccountId": account["tiktok"], "mode": "draft"}]
         )
-        assert r.status_code == 201, r.text
-        post_id = r.json()["items"][0]["id"]
-        post = wait_until(
-            lambda: (
-                (p := client.get(f"/v1/scheduled-posts/{post_id}").json())["status"] == "published"
-                and p
-            ),
-            60,
-            what="the Instagram post to go out",
-        )
+        seen: dict[str, set[str]] = {pid: set() for pid in (image, video, draft)}
+
+        def final() -> dict[str, dict[str, Any]] | None:
+            rows = {pid: client.get(f"/v1/scheduled-posts/{pid}").json() for pid in seen}
+            for pid, row in rows.items():
+                seen[pid].add(row["status"])
+            done = all(row["status"] in ("published", "draft", "failed") for row in rows.values())
+            return rows if done else None
+
+        rows = wait_until(final, 90, interval=0.2, what="the first posts to go out")
+    assert {pid: row["status"] for pid, row in rows.items()} == {
+        image: "published",
+        video: "published",
+        draft: "draft",
+    }
+    # TikTok completed the video on its own, seen from outside while it did.
+    assert "publishing" in seen[video]
     [entry] = httpx.get(f"{env['INSTAGRAM_API_URL']}/ledger").json()["posts"]
-    assert (entry["caption"], entry["externalId"]) == ("first run", post["externalId"])
+    assert (entry["caption"], entry["externalId"]) == ("first run", rows[image]["externalId"])
+    tiktok = {
+        e["containerId"]: e for e in httpx.get(f"{env['TIKTOK_API_URL']}/ledger").json()["posts"]
+    }
+    assert len(tiktok) == 2
+    assert [e["inbox"] for e in tiktok.values()].count(True) == 1
+    public = next(e for e in tiktok.values() if not e["inbox"])
+    assert (public["caption"], public["externalId"]) == ("first tiktok", rows[video]["externalId"])
