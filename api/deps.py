@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from api.middleware import current_request_id
 from api.ratelimit import limiter
+from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
 from shared.kit.errors import ForbiddenScope, RateLimited, Unauthenticated
 from shared.kit.settings import get_settings
-from shared.publishing.posts import Actor
 from shared.tenancy.keys import authenticate, has_scope
 
 RATE_LIMIT_HEADERS = "rate_limit_headers"

@@ -22,13 +22,14 @@ from chaos.history import FinalPost, History, LedgerEntry
 from chaos.load import Client, Load, Plan, parse
 from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, faults_of
 from harness.stack import Stack, wait_until
+from shared.events import EventType
 from shared.kit.db import drop_database
 from shared.models import (
     INSTAGRAM_ADAPTER,
     TERMINAL,
     TIKTOK_ADAPTER,
-    AuditLog,
     ContentContainer,
+    Event,
     ScheduledPost,
     SocialAccount,
 )
@@ -92,9 +93,7 @@ def read_state(history: History, post_ids: list[str], database_url: str) -> None
             )
         audit: dict[str, list[str | None]] = {}
         for target, reason in conn.execute(
-            select(AuditLog.target_id, AuditLog.reason).where(
-                AuditLog.action == "scheduled_post.cancel"
-            )
+            select(Event.subject_id, Event.reason).where(Event.type == EventType.POST_CANCELED)
         ).all():
             audit.setdefault(target, []).append(reason)
         history.audit = audit

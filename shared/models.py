@@ -244,21 +244,29 @@ class ScheduledPost(Base):
     updated_at: Mapped[datetime] = _now()
 
 
-class AuditLog(Base):
-    """Append-only: rows are inserted, never updated or deleted."""
+class Event(Base):
+    """The event log: every transition of a post and every account event, appended in the
+    same transaction as the change (shared/events.py). Append-only: the database refuses
+    edits and deletions. An API caller's change carries its key, request and reason: the
+    audit trail is these rows, never a second copy."""
 
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_target", "target_id", "created_at"),)
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_subject", "subject_id", "id"),
+        Index("ix_events_organization", "organization_id", "id"),
+        Index("ux_events_public_id", "public_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(30))
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    type: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
     actor_key_id: Mapped[str | None] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(64))
-    target_type: Mapped[str] = mapped_column(String(32))
-    target_id: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(200))
-    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
 
 

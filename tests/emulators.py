@@ -37,6 +37,7 @@ from shared.accounts.accounts import (
 )
 from shared.accounts.credentials import Credentials
 from shared.content.containers import create_container, get_project
+from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import transaction
 from shared.models import INSTAGRAM_ADAPTER, Platform
@@ -491,7 +492,7 @@ def due_post(
     """One post due now with a task token (counted as sent an hour ahead, so a running
     stack's dispatcher leaves it to the test): (post id, token)."""
     now = utcnow() - timedelta(seconds=1)
-    actor = posts.Actor(tenant.organization_id, tenant.key_id, "test")
+    actor = Actor(tenant.organization_id, tenant.key_id, "test")
     with transaction() as tx:
         project = get_project(tx.session, tenant.organization_id, tenant.project_id)
         container = create_container(tx.session, project, caption, media or [IMAGE], now=now)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from harness.stack import wait_until
 from shared.accounts.credentials import Credentials, seal, unseal
 from shared.content.containers import create_container, get_project
+from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
 from shared.kit.errors import Validation
@@ -69,8 +70,8 @@ def _publish(post_id: str, token: int, **kwargs: Any) -> Outcome:
     return run_publish(post_id, token, OWNER, settings=kwargs.pop("settings", SETTINGS), **kwargs)
 
 
-def _actor(tenant: TenantFixture) -> posts.Actor:
-    return posts.Actor(tenant.organization_id, tenant.key_id, "req-test")
+def _actor(tenant: TenantFixture) -> Actor:
+    return Actor(tenant.organization_id, tenant.key_id, "req-test")
 
 
 def _captions(ig: Served) -> list[str]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from harness.stack import Stack, wait_until
 from shared.kit.db import new_session
-from shared.models import TERMINAL, AuditLog
+from shared.models import TERMINAL, Event
 from tests.factories import TenantFixture, at, schedule, upload
 
 pytestmark = pytest.mark.integration
@@ -171,8 +171,8 @@ def test_publish_now_cancel_and_reschedule_timeline(
     assert canceled["attemptedAt"] is None
     with new_session() as session:
         reasons = session.scalars(
-            select(AuditLog.reason).where(
-                AuditLog.target_id == to_cancel["id"], AuditLog.action == "scheduled_post.cancel"
+            select(Event.reason).where(
+                Event.subject_id == to_cancel["id"], Event.type == "post.canceled"
             )
         ).all()
     assert reasons == ["wrong video"]

@@ -35,6 +35,7 @@ from chaos.history import Call, History, LedgerEntry
 from chaos.run import emulator_keys, read_emulator_ledger, read_ledger, read_state
 from harness.stack import Stack, wait_until
 from shared.content.containers import create_container, get_project
+from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
 from shared.kit.settings import Settings, get_settings
@@ -117,7 +118,7 @@ def _queued_posts(tenant: TenantFixture, n: int) -> list[tuple[str, int]]:
     sent an hour from now, and that dispatcher leaves these posts to this test's workers."""
     now = utcnow() - timedelta(seconds=2)
     sent = utcnow() + timedelta(hours=1)
-    actor = posts.Actor(tenant.organization_id, tenant.key_id, "race-setup")
+    actor = Actor(tenant.organization_id, tenant.key_id, "race-setup")
     out = []
     with transaction() as tx:
         project = get_project(tx.session, tenant.organization_id, tenant.project_id)
@@ -151,7 +152,7 @@ def _worker_side(post_id: str, token: int, owner: str, ledger: Ledger, rng: rand
 def _cancel_side(tenant: TenantFixture, post_id: str, delay: float) -> tuple[float, float, int]:
     """The API's cancel use case: 200 when it won, 409 otherwise, as the route answers."""
     time.sleep(delay)
-    actor = posts.Actor(tenant.organization_id, tenant.key_id, f"race-{post_id}")
+    actor = Actor(tenant.organization_id, tenant.key_id, f"race-{post_id}")
     sent = time.time()
     done = cancel_post(actor, post_id, REASON, now=utcnow())
     return sent, time.time(), 200 if done.result == CancelResult.WON else 409

@@ -17,6 +17,7 @@ import pytest
 from harness.stack import wait_until
 from shared.accounts.accounts import emulator_tiktok_account
 from shared.accounts.credentials import Credentials, seal, unseal
+from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import transaction
 from shared.kit.settings import Settings
@@ -145,7 +146,7 @@ def test_a_cancel_during_the_creator_check_wins(tt: Served, tok: TenantFixture) 
     )
     worker.start()
     wait_until(lambda: _row(post_id).status == "publishing", 10, what="the claim")
-    actor = posts.Actor(tok.organization_id, tok.key_id, "req")
+    actor = Actor(tok.organization_id, tok.key_id, "req")
     assert cancel_post(actor, post_id, "stop", now=utcnow()).result == CancelResult.WON
     worker.join(timeout=30)
     assert outcome == [Outcome.CANCELED_BEFORE_UPLOAD]

@@ -12,6 +12,7 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.accounts.credentials import Credentials, seal
+from shared.events import EventType, account_event
 from shared.kit import ids
 from shared.kit.clock import utcnow
 from shared.kit.db import transaction
@@ -77,6 +78,8 @@ def add_social_account(
         token_expires_at=now + timedelta(seconds=expires_in) if expires_in is not None else None,
     )
     session.add(account)
+    session.flush()  # its server defaults (status, connected_at), for the event's payload
+    account_event(session, EventType.ACCOUNT_CONNECTED, account)
     return account
 
 
@@ -267,6 +270,7 @@ def connect_account(
         ).first()
         if known is not None:
             account = _reconnect(known, username, base, adapter, credentials, expires_in)
+            account_event(tx.session, EventType.ACCOUNT_CONNECTED, account)
         else:
             account = add_social_account(
                 tx.session,

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.accounts.credentials import Credentials, seal, unseal
+from shared.events import EventType, account_event
 from shared.kit.clock import utcnow
 from shared.kit.db import Tx, run_in_transaction
 from shared.kit.settings import Settings
@@ -40,6 +41,7 @@ def mark_reauth_required(session: Session, account_id: str, reason: str) -> None
         return
     account.status = AccountStatus.REAUTH_REQUIRED.value
     account.status_reason = reason[:500]
+    account_event(session, EventType.ACCOUNT_NEEDS_REAUTH, account, reason=account.status_reason)
     log.warning(
         "account needs reauthorization", extra={"accountId": account_id, "reason": reason[:200]}
     )

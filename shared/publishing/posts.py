@@ -15,19 +15,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
 
+from shared.events import Actor, EventType, post_event
 from shared.kit import ids
-from shared.kit.clock import ceil_second
+from shared.kit.clock import ceil_second, iso
 from shared.kit.errors import Conflict, NotFound, Validation
 from shared.models import (
     INSTAGRAM_ADAPTER,
     SANDBOX_ADAPTER,
     TERMINAL,
-    AuditLog,
     ContentContainer,
     Mode,
     PostStatus,
@@ -68,37 +67,6 @@ class Target:
     scheduled_post_id: str | None = None
     caption_override: str | None = None
     first_comment_override: str | None = None
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asked: the API key and request, for the audit log."""
-
-    organization_id: str
-    key_id: str | None
-    request_id: str | None
-
-
-def _audit(
-    session: Session,
-    actor: Actor,
-    action: str,
-    post: ScheduledPost,
-    reason: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    session.add(
-        AuditLog(
-            organization_id=actor.organization_id,
-            actor_key_id=actor.key_id,
-            action=action,
-            target_type="scheduled_post",
-            target_id=post.id,
-            reason=reason,
-            request_id=actor.request_id,
-            details=details,
-        )
-    )
 
 
 def _by_public_id(organization_id: str, public_id: str) -> Select[ScheduledPost]:
@@ -233,13 +201,7 @@ def schedule(
         posts.append(post)
     session.flush()
     for post in posts:
-        _audit(
-            session,
-            actor,
-            "scheduled_post.schedule",
-            post,
-            details={"scheduledFor": scheduled_for.isoformat()},
-        )
+        post_event(session, EventType.POST_SCHEDULED, post, actor=actor)
     dispatches = [
         Dispatch(p.id, p.dispatch_version, p.task_id, p.scheduled_for)
         for p in posts
@@ -306,7 +268,9 @@ def cancel(
     post.owner = None
     post.lease_expires_at = None
     post.updated_at = now
-    _audit(session, actor, "scheduled_post.cancel", post, reason=reason)
+    post_event(
+        session, EventType.POST_CANCELED, post, actor=actor, reason=reason, previous=previous
+    )
     return Canceled(CancelResult.WON, post, old_task, previous)
 
 
@@ -333,12 +297,8 @@ def reschedule(
     post.task_id = None
     post.dispatched_at = None
     post.updated_at = now
-    _audit(
-        session,
-        actor,
-        "scheduled_post.reschedule",
-        post,
-        details={"from": previous.isoformat(), "to": scheduled_for.isoformat()},
+    post_event(
+        session, EventType.POST_RESCHEDULED, post, actor=actor, previousScheduledFor=iso(previous)
     )
     return Rescheduled(post, old_task)
 
@@ -419,6 +379,9 @@ def claim(
     post.lease_expires_at = now + lease
     post.attempts += 1
     post.updated_at = now
+    post_event(
+        session, EventType.POST_CLAIMED, post, token=token, owner=owner, attempt=post.attempts
+    )
     return Claim(ClaimResult.CLAIMED, post)
 
 
@@ -474,6 +437,7 @@ def begin_upload(
             used = quota.usage + _unreported_publishes(session, post, quota_read_at)
             if used >= quota.total:
                 _fail(
+                    session,
                     post,
                     "PLATFORM_QUOTA_EXHAUSTED",
                     f"The account's publishing quota is used up ({used} of {quota.total} in "
@@ -484,6 +448,9 @@ def begin_upload(
                 return Begin(False, quota_exhausted=True)
         post.upload_started_at = now
         post.platform_handle = handle
+        post_event(
+            session, EventType.POST_UPLOAD_STARTED, post, token=token, owner=owner, handle=handle
+        )
     post.lease_expires_at = now + lease
     post.updated_at = now
     return Begin(True)
@@ -525,6 +492,7 @@ def save_handle(session: Session, post_id: str, token: int, owner: str, handle: 
         return False
     assert post is not None
     post.platform_handle = handle
+    post_event(session, EventType.POST_HANDLE_SAVED, post, token=token, handle=handle)
     return True
 
 
@@ -562,6 +530,7 @@ def record_uploaded(
     post.awaiting_since = None
     post.poll_at = None
     post.updated_at = now
+    post_event(session, EventType.POST_PUBLISHED, post)
     return True
 
 
@@ -581,8 +550,8 @@ def record_failed(
     # leaves the verdict to the reconciler.
     if post is None or post.status != PostStatus.PUBLISHING or post.dispatch_version != token:
         return False
-    _fail(post, code, message, platform_code)
     post.updated_at = now
+    _fail(session, post, code, message, platform_code)
     return True
 
 
@@ -628,7 +597,11 @@ def record_accepted(
     post.awaiting_since = now
     post.owner = None
     post.lease_expires_at = None
-    return _arm_poll(post, now + first_poll, now)
+    poll = _arm_poll(post, now + first_poll, now)
+    post_event(
+        session, EventType.POST_HANDLE_SAVED, post, token=token, handle=handle, awaiting=True
+    )
+    return poll
 
 
 def _awaiting(post: ScheduledPost | None, token: int) -> bool:
@@ -735,6 +708,7 @@ def reap_expired(
         post.updated_at = now
         if post.upload_started_at is None and post.attempts >= max_attempts:
             _fail(
+                session,
                 post,
                 "ATTEMPTS_EXHAUSTED",
                 f"Gave up after {post.attempts} attempts; the post was never uploaded",
@@ -751,12 +725,14 @@ def reap_expired(
             out.requeued.append(
                 Dispatch(post.id, post.dispatch_version, post.task_id, max(post.scheduled_for, now))
             )
+            post_event(session, EventType.POST_REQUEUED, post, token=post.dispatch_version)
         else:
             post.owner = f"reconcile:{post.task_id}"
             post.lease_expires_at = now + settle + lease
             out.reconcile.append(
                 Reconcile(post.id, post.dispatch_version, post.task_id, now + settle)
             )
+            post_event(session, EventType.POST_RECONCILING, post, token=post.dispatch_version)
     return out
 
 
@@ -778,13 +754,16 @@ def take_for_reconcile(
     return post
 
 
-def _fail(post: ScheduledPost, code: str, message: str, platform_code: str | None) -> None:
+def _fail(
+    session: Session, post: ScheduledPost, code: str, message: str, platform_code: str | None
+) -> None:
     post.status = PostStatus.FAILED.value
     post.last_error = {"code": code, "message": message, "platformCode": platform_code}
     post.owner = None
     post.lease_expires_at = None
     post.awaiting_since = None
     post.poll_at = None
+    post_event(session, EventType.POST_FAILED, post)
 
 
 # --- reads ---------------------------------------------------------------------------------

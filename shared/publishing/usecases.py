@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from shared.content.containers import get_container
+from shared.events import Actor
 from shared.kit import logs, metrics
 from shared.kit.clock import iso
 from shared.kit.db import Tx, transaction
@@ -22,7 +23,7 @@ from shared.kit.errors import Validation
 from shared.kit.settings import get_settings
 from shared.models import ScheduledPost
 from shared.publishing import posts, tasks
-from shared.publishing.posts import Actor, Canceled, CancelResult, Rescheduled, Target
+from shared.publishing.posts import Canceled, CancelResult, Rescheduled, Target
 
 # A reschedule must land at least 30 s ahead; this much of it absorbs the request's own transit.
 RESCHEDULE_TRANSIT_GRACE = timedelta(seconds=2)

@@ -48,8 +48,8 @@ def test_cancel_keeps_the_post_visible_and_audits_the_reason(
         audit = (
             conn.execute(
                 text(
-                    "SELECT reason, actor_key_id, request_id, organization_id FROM audit_log"
-                    " WHERE target_id = :t AND action = 'scheduled_post.cancel'"
+                    "SELECT reason, actor_key_id, request_id, organization_id FROM events"
+                    " WHERE subject_id = :t AND type = 'post.canceled'"
                 ),
                 {"t": post_id},
             )
@@ -75,10 +75,7 @@ def test_cancel_without_a_reason(client: TestClient, tenant: TenantFixture, body
     with engine().connect() as conn:
         reasons = list(
             conn.execute(
-                text(
-                    "SELECT reason FROM audit_log"
-                    " WHERE target_id = :t AND action = 'scheduled_post.cancel'"
-                ),
+                text("SELECT reason FROM events WHERE subject_id = :t AND type = 'post.canceled'"),
                 {"t": post_id},
             ).scalars()
         )
@@ -102,7 +99,7 @@ def test_cancel_twice_conflicts(client: TestClient, tenant: TenantFixture) -> No
     got = client.get(f"/v1/scheduled-posts/{post_id}", headers=tenant.headers).json()
     assert got["canceledAt"] == first.json()["canceledAt"]
     assert _row(post_id).cancel_reason == "once"
-    assert _count("audit_log WHERE action = 'scheduled_post.cancel'") == 1
+    assert _count("events WHERE type = 'post.canceled'") == 1
 
 
 def test_cancel_wins_while_publishing_before_the_upload(
@@ -141,7 +138,7 @@ def test_cancel_conflicts_once_the_upload_started_or_terminal(
         None,
         before.dispatch_version,
     )
-    assert _count("audit_log WHERE action = 'scheduled_post.cancel'") == 0
+    assert _count("events WHERE type = 'post.canceled'") == 0
     if state == "uploading":
         # The 409 promises the post completes: the worker can still record its outcome.
         with transaction() as tx:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from shared.accounts.accounts import add_social_account
+from shared.events import Actor
 from shared.kit import ids
 from shared.kit.clock import utcnow
 from shared.kit.db import engine, transaction
@@ -193,7 +194,7 @@ def test_racing_for_one_scheduled_post_id_is_a_validation_error(
         rival = tx.session.get(ContentContainer, container)
         assert rival is not None
         target = posts.Target(tenant.accounts["instagram"], scheduled_post_id=chosen)
-        actor = posts.Actor(tenant.organization_id, tenant.key_id, "rival")
+        actor = Actor(tenant.organization_id, tenant.key_id, "rival")
         posts.schedule(
             tx.session, actor, rival, utcnow() + timedelta(minutes=10), [target], now=utcnow()
         )
@@ -415,11 +416,11 @@ def test_reschedule_moves_a_queued_post(client: TestClient, tenant: TenantFixtur
     with engine().connect() as conn:
         actions = list(
             conn.execute(
-                text("SELECT action FROM audit_log WHERE target_id = :t ORDER BY id"),
+                text("SELECT type FROM events WHERE subject_id = :t ORDER BY id"),
                 {"t": post["id"]},
             ).scalars()
         )
-    assert actions == ["scheduled_post.schedule", "scheduled_post.reschedule"]
+    assert actions == ["post.scheduled", "post.rescheduled"]
 
 
 @pytest.mark.parametrize(("ahead", "ok"), [(-60, False), (10, False), (60, True)])
