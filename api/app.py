@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from api import errors, middleware
 from api.presenters import json_response
-from api.routes import content, scheduled_posts, social_accounts
+from api.routes import content, scheduled_posts, social_accounts, webhooks
 from shared.kit import logs
 from shared.kit.db import engine, init_engine
 from shared.kit.settings import get_settings
@@ -60,7 +60,7 @@ def create_app() -> FastAPI:
         ),
         lifespan=_lifespan,
     )
-    routers = [module.router for module in (content, social_accounts, scheduled_posts)]
+    routers = [module.router for module in (content, social_accounts, scheduled_posts, webhooks)]
     errors.install(app, lambda: [*app.routes, *(r for router in routers for r in router.routes)])
     app.add_middleware(middleware.EdgeMiddleware)
     for router in routers:

@@ -8,7 +8,14 @@ from typing import Any
 from fastapi.responses import Response
 
 from shared.kit.clock import iso
-from shared.models import ContentContainer, ScheduledPost, SocialAccount
+from shared.models import (
+    ContentContainer,
+    ScheduledPost,
+    SocialAccount,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 def json_response(
@@ -71,4 +78,49 @@ def account_body(account: SocialAccount) -> dict[str, Any]:
         # Neither the emulator nor the product fetches avatars yet.
         "avatarUrl": None,
         "createdAt": iso(account.created_at),
+    }
+
+
+def endpoint_body(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[str, Any]:
+    """The webhook endpoint resource; its secret only when just made (registration, rotation)."""
+    body: dict[str, Any] = {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "eventTypes": list(endpoint.event_types),
+        "status": endpoint.status,
+        "consecutiveFailures": endpoint.consecutive_failures,
+        "previousSecretExpiresAt": iso(endpoint.previous_secret_until),
+        "createdAt": iso(endpoint.created_at),
+        "updatedAt": iso(endpoint.updated_at),
+    }
+    if secret is not None:
+        body["secret"] = secret
+    return body
+
+
+def delivery_body(
+    delivery: WebhookDelivery, event_type: str, attempts: list[WebhookAttempt]
+) -> dict[str, Any]:
+    """A webhook delivery, with every attempt's time, duration and answer."""
+    return {
+        "id": delivery.id,
+        "endpointId": delivery.endpoint_id,
+        "eventId": delivery.event_public_id,
+        "eventType": event_type,
+        "replayOf": delivery.replay_of,
+        "status": delivery.status,
+        "attempts": [
+            {
+                "number": a.number,
+                "startedAt": iso(a.started_at),
+                "durationMs": a.duration_ms,
+                "statusCode": a.status_code,
+                "error": a.error,
+            }
+            for a in attempts
+        ],
+        "nextAttemptAt": iso(delivery.next_attempt_at),
+        "deliveredAt": iso(delivery.delivered_at),
+        "createdAt": iso(delivery.created_at),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -16,8 +16,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from api.netcheck import is_public_host
+from shared.events import DELIVERABLE
 from shared.kit.clock import ceil_second
+from shared.kit.netcheck import is_public_host
 from shared.kit.settings import get_settings
 
 
@@ -191,4 +192,84 @@ class SocialAccountOut(BaseModel):
 
 class SocialAccountList(BaseModel):
     items: list[SocialAccountOut]
+    nextCursor: str | None
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+EventTypeName = Literal[
+    "post.scheduled",
+    "post.published",
+    "post.failed",
+    "post.canceled",
+    "social_account.connected",
+    "social_account.needs_reauth",
+    "social_account.revoked",
+]
+if set(get_args(EventTypeName)) != {t.value for t in DELIVERABLE}:
+    raise AssertionError("EventTypeName and shared.events.DELIVERABLE disagree")
+EventTypes = Annotated[list[EventTypeName], Field(min_length=1, max_length=20)]
+WebhookUrl = Annotated[Text, StringConstraints(min_length=1, max_length=2048)]
+Description = Annotated[Text, StringConstraints(max_length=500)]
+
+
+class WebhookEndpointIn(Wire):
+    url: WebhookUrl
+    event_types: EventTypes
+    description: Description | None = None
+
+
+class WebhookEndpointPatch(Wire):
+    url: WebhookUrl | None = None
+    event_types: EventTypes | None = None
+    description: Description | None = None
+    # "enabled" (again, after a pause too) or "disabled"; "auto_paused" is the system's.
+    status: Literal["enabled", "disabled"] | None = None
+
+
+class WebhookEndpointOut(BaseModel):
+    id: str
+    url: str
+    description: str | None
+    eventTypes: list[str]
+    status: Literal["enabled", "disabled", "auto_paused"]
+    consecutiveFailures: int
+    previousSecretExpiresAt: str | None
+    createdAt: str
+    updatedAt: str
+
+
+class WebhookEndpointWithSecret(WebhookEndpointOut):
+    # Shown once: at registration and at each rotation.
+    secret: str
+
+
+class WebhookEndpointList(BaseModel):
+    items: list[WebhookEndpointOut]
+    nextCursor: str | None
+
+
+class WebhookAttemptOut(BaseModel):
+    number: int
+    startedAt: str
+    durationMs: int
+    statusCode: int | None
+    error: str | None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    endpointId: str
+    eventId: str
+    eventType: str
+    replayOf: str | None
+    status: Literal["pending", "succeeded", "failed", "abandoned"]
+    attempts: list[WebhookAttemptOut]
+    nextAttemptAt: str | None
+    deliveredAt: str | None
+    createdAt: str
+
+
+class WebhookDeliveryList(BaseModel):
+    items: list[WebhookDeliveryOut]
     nextCursor: str | None

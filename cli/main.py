@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from cli import posts as posts_cli
 from shared.kit.errors import PublisherError
 
 DEFAULT_NODE = "publisher@%h"
+# The webhook deliveries' own worker node: a slow receiver holds its slots, never a publish's.
+WEBHOOKS_NODE = "webhooks@%h"
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -95,7 +98,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             stack.enter_context(_metrics_dir("worker"))
             _serve_metrics(args.metrics_host, args.metrics_port)
 
-        from shared.publishing.tasks import CONTROL_QUEUE, PUBLISH_QUEUE
         from worker.celery_app import app
 
         app.worker_main(
@@ -103,7 +105,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
                 "worker",
                 "--loglevel=INFO",
                 f"--concurrency={args.concurrency}",
-                f"--queues={PUBLISH_QUEUE},{CONTROL_QUEUE}",
+                f"--queues={args.queues}",
                 f"--hostname={args.name}",
             ]
         )
@@ -411,6 +413,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "--metrics-port",
             str(args.worker_metrics_port),
         ],
+        "webhooks": [
+            *me,
+            "worker",
+            "--name",
+            WEBHOOKS_NODE,
+            "--queues",
+            "webhooks",
+            "--concurrency",
+            str(args.concurrency),
+        ],
         "beat": [*me, "beat"],
         "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
     }
@@ -430,6 +442,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  tiktok    {tiktok}  (the TikTok emulator; ledger: {tiktok}/ledger)\n"
         f"  worker    concurrency {args.concurrency}, broker {settings.redis_url}, "
         f"metrics http://{args.host}:{args.worker_metrics_port}/metrics\n"
+        f"  webhooks  a worker of its own for webhook deliveries, concurrency {args.concurrency}\n"
         f"  beat      dispatcher tick every {settings.dispatch_interval_s:g}s\n"
         "Ctrl-C stops everything.\n",
         flush=True,
@@ -503,6 +516,7 @@ def _wait_until_answering(
         "tiktok": lambda: answers(f"{settings.tiktok_api_url.rstrip('/')}/healthz"),
         "api": lambda: answers(f"{base}:{args.port}/readyz"),
         "worker": lambda: _worker_answers(app, node, 1.0),
+        "webhooks": lambda: _worker_answers(app, host_format(WEBHOOKS_NODE), 1.0),
         "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
         # Beat serves nothing; it answers by writing its schedule file, anew for this run.
         "beat": lambda: any(p.stat().st_mtime >= since for p in state.glob("celerybeat-schedule*")),
@@ -554,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=4)
     worker.add_argument(
         "--name", default=DEFAULT_NODE, help="Celery node name, unique per host (%%h: the host)"
+    )
+    worker.add_argument(
+        "--queues",
+        default="publishing,control",
+        help="the queues it takes: publishing,control (publishes and ticks), or webhooks "
+        "(deliveries, on workers of their own)",
     )
     _add_metrics_flags(worker, "0.0.0.0", "summed across the pool")
 
@@ -667,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reencrypt.add_argument("--json", action="store_true")
 
+    # show, list and settle: the operator's view of a post (cli/posts.py).
+    posts_cli.add_parser(sub)
+
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kc = keys.add_parser("create", help="a key with the given scopes")
     kc.add_argument("--org", required=True)
@@ -724,6 +747,7 @@ HANDLERS = {
     ("tenants", "create"): _cmd_tenants_create,
     ("accounts", "connect"): _cmd_accounts_connect,
     ("accounts", "reencrypt"): _cmd_accounts_reencrypt,
+    **posts_cli.HANDLERS,
     ("keys", "create"): _cmd_keys_create,
     ("keys", "revoke"): _cmd_keys_revoke,
     ("bench", None): _cmd_bench,

@@ -206,7 +206,9 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, queues: str = "publishing,control"
+    ) -> subprocess.Popen[bytes]:
         port = self.metrics_ports.setdefault(name, free_port())
         log = self.logdir / f"{name}.log"
         # A restarted worker appends to its log: only what comes after this counts as ready.
@@ -226,6 +228,8 @@ class Stack:
             str(self.concurrency),
             "--name",
             f"{name}@%h",
+            "--queues",
+            queues,
             "--metrics-host",
             "127.0.0.1",
             "--metrics-port",
@@ -261,6 +265,7 @@ class Stack:
         )
         for i in range(self.workers):
             self.start_worker(f"worker{i}")
+        self.start_worker("webhooks", queues="webhooks")
         self.spawn("beat", "beat")
         wait_until(
             lambda: httpx.get(f"{self.sandbox_url}/healthz").status_code == 200, 30, what="sandbox"

@@ -117,7 +117,7 @@ def append(
     reason: str | None = None,
 ) -> Event:
     """Add one event to the session's transaction: it commits, or rolls back, with the change
-    it records."""
+    it records, and so do its webhook deliveries."""
     event = Event(
         public_id=new_event_id(),
         organization_id=subject.organization_id,
@@ -130,6 +130,12 @@ def append(
         data=data,
     )
     session.add(event)
+    if type_ in DELIVERABLE:
+        # Its webhook deliveries, in this same transaction (imported here: deliveries build
+        # on this module).
+        from shared.webhooks.deliveries import fan_out
+
+        fan_out(session, event)
     return event
 
 

@@ -281,3 +281,94 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(SmallInteger)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _now()
+
+
+class EndpointStatus(enum.StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"  # by the caller
+    AUTO_PAUSED = "auto_paused"  # after WEBHOOK_PAUSE_AFTER consecutive failed attempts
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # an attempt is due (or running)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # a 4xx the receiver means: not retried
+    ABANDONED = "abandoned"  # every retry of the schedule failed
+
+
+class WebhookEndpoint(Base):
+    """Where an organization wants its events: an https URL, the event types it takes, and
+    its signing secret (sealed; during a rotation the previous one signs too, until
+    `previous_secret_until`)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_org", "organization_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    status: Mapped[str] = mapped_column(String(16), server_default=EndpointStatus.ENABLED.value)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint, written in the event's transaction (the outbox), and sent
+    by a task after commit; `token` fences its tasks as `dispatch_version` fences a post's."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+        # Once per endpoint: a replay is a delivery of its own, with `replay_of` set.
+        Index(
+            "ux_webhook_deliveries_event",
+            "endpoint_id",
+            "event_id",
+            unique=True,
+            postgresql_where=text("replay_of IS NULL"),
+        ),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    # The id the receiver sees (X-Layers-Event-Id): the event's, or a replay's own.
+    event_public_id: Mapped[str] = mapped_column(String(30))
+    replay_of: Mapped[str | None] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(16), server_default=DeliveryStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    token: Mapped[int] = mapped_column(Integer, server_default="1")
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: when, how long, and what came back (status or error)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "number"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

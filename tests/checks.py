@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import select, text
 
 from shared.kit.db import engine, new_session, transaction
-from shared.models import ScheduledPost
+from shared.kit.settings import Settings
+from shared.models import ScheduledPost, SocialAccount
+from shared.publishing.platforms import (
+    PlatformAdapter,
+    PlatformError,
+    Preparation,
+    Uploaded,
+    UploadPayload,
+)
+from shared.publishing.protocol import run_publish
 
 # The tables a request writes to: a request that failed must leave their counts as they were.
 WRITTEN_TABLES = ("content_containers", "scheduled_posts", "events", "idempotency_keys")
@@ -69,3 +80,39 @@ def detached(model: type[T], key: str) -> T:
         assert row is not None, f"no {model.__name__} {key}"
         session.expunge(row)
         return row
+
+
+class FakePlatform:
+    """Publishes everything, or refuses everything with a 4xx."""
+
+    idempotent = True
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+
+    def prepare(
+        self, key: str, payload: UploadPayload, wait: Callable[[float], bool]
+    ) -> Preparation | None:
+        return Preparation()
+
+    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
+        if self.refuse:
+            raise PlatformError("caption refused", transient=False, platform_code="bad_caption")
+        return Uploaded(f"ext-{key}", f"https://platform.test/{key}")
+
+    def lookup(
+        self, key: str, payload: UploadPayload, handle: str | None, since: datetime
+    ) -> Uploaded | None:
+        return None
+
+
+def publish_with(post_id: str, token: int, refuse: bool = False) -> str:
+    """The worker's publish use case on this post, on a platform that takes (or refuses)
+    everything; its outcome."""
+
+    def adapter(account: SocialAccount, settings: Settings) -> PlatformAdapter:
+        return FakePlatform(refuse)
+
+    return run_publish(
+        post_id, token, "w1", make_adapter=adapter, settings=Settings(lease_s=60)
+    ).value

@@ -80,7 +80,8 @@ def other_tenant() -> TenantFixture:
 
 @pytest.fixture(scope="session")
 def stack(database: str) -> Iterator[Stack]:
-    """A private redis-server, sandbox, API, two Celery workers and beat, as processes."""
+    """A private redis-server, sandbox, emulators, API, two Celery workers, the webhook
+    deliveries' worker and beat, as processes."""
     s = Stack(
         database_url=database,
         workers=2,
@@ -99,6 +100,12 @@ def stack(database: str) -> Iterator[Stack]:
             # Posts TikTok completes on its own are asked about every 0.5-2 s, not minutes.
             "POLL_FIRST_S": "0.5",
             "POLL_CAP_S": "2",
+            # Webhook retries within seconds: 0 s, then 0.5, 1 and 2 s after each failure.
+            "WEBHOOK_RETRY_SCHEDULE_S": "0,0.5,1,2",
+            "WEBHOOK_TIMEOUT_S": "3",
+            # A receiver failing every event's first tries fails dozens in a row at a wave:
+            # pausing it is the in-process tier's subject (tests/test_webhooks.py).
+            "WEBHOOK_PAUSE_AFTER": "100000",
         },
     )
     try:

@@ -127,3 +127,31 @@ def instagram_account(
             expires_in=expires_in,
         )
     return account.id
+
+
+def at_one_instant(
+    api: Any,
+    tenant: TenantFixture,
+    containers: list[str],
+    accounts: list[str],
+    lead_s: float,
+) -> tuple[list[str], datetime]:
+    """Every container scheduled on every account for one instant `lead_s` from now: the
+    posts' ids, and the instant as stored (whole seconds), which is what workers claim at."""
+    instant = utcnow().replace(microsecond=0) + timedelta(seconds=lead_s)
+    post_ids: list[str] = []
+    for cid in containers:
+        r = api.post(
+            f"/v1/content/{cid}/schedule",
+            headers=tenant.headers,
+            json={
+                "scheduledFor": iso_ms(instant),
+                "targets": [{"socialAccountId": a} for a in accounts],
+            },
+        )
+        assert r.status_code == 201, r.text
+        post_ids += [p["id"] for p in r.json()["items"]]
+        instant = datetime.fromisoformat(
+            r.json()["items"][0]["scheduledFor"].replace("Z", "+00:00")
+        )
+    return post_ids, instant

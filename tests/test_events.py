@@ -5,8 +5,7 @@ events when the schema moved on."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from alembic import command
@@ -19,53 +18,16 @@ from shared.kit.clock import utcnow
 from shared.kit.db import drop_database, engine, ensure_database, new_session, transaction
 from shared.kit.migrate import alembic_config
 from shared.kit.settings import Settings
-from shared.models import Event, SocialAccount
+from shared.models import Event
 from shared.publishing import posts
-from shared.publishing.platforms import (
-    PlatformAdapter,
-    PlatformError,
-    Preparation,
-    Uploaded,
-    UploadPayload,
-)
-from shared.publishing.protocol import reap_once, run_publish
+from shared.publishing.protocol import reap_once
 from shared.publishing.usecases import cancel_post
+from tests.checks import publish_with
 from tests.conftest import TEST_DATABASE_URL
 from tests.emulators import due_post
 from tests.factories import TenantFixture
 
 SETTINGS = Settings(lease_s=60)
-
-
-class _Platform:
-    """Publishes everything, or refuses everything with a 4xx."""
-
-    idempotent = True
-
-    def __init__(self, refuse: bool = False) -> None:
-        self.refuse = refuse
-
-    def prepare(
-        self, key: str, payload: UploadPayload, wait: Callable[[float], bool]
-    ) -> Preparation | None:
-        return Preparation()
-
-    def publish(self, key: str, payload: UploadPayload, handle: str | None) -> Uploaded:
-        if self.refuse:
-            raise PlatformError("caption refused", transient=False, platform_code="bad_caption")
-        return Uploaded(f"ext-{key}", f"https://platform.test/{key}")
-
-    def lookup(
-        self, key: str, payload: UploadPayload, handle: str | None, since: datetime
-    ) -> Uploaded | None:
-        return None
-
-
-def _publish(post_id: str, token: int, refuse: bool = False) -> str:
-    def adapter(account: SocialAccount, settings: Settings) -> PlatformAdapter:
-        return _Platform(refuse)
-
-    return run_publish(post_id, token, "w1", make_adapter=adapter, settings=SETTINGS).value
 
 
 def _events(subject_id: str) -> list[Event]:
@@ -83,7 +45,7 @@ def _types(subject_id: str) -> list[str]:
 
 def test_a_published_post_tells_its_whole_life(tenant: TenantFixture) -> None:
     post_id, token = due_post(tenant, "life", platform="tiktok")
-    assert _publish(post_id, token) == "published"
+    assert publish_with(post_id, token) == "published"
     events = _events(post_id)
     assert [e.type for e in events] == [
         "post.scheduled",
@@ -120,7 +82,7 @@ def test_a_published_post_tells_its_whole_life(tenant: TenantFixture) -> None:
 
 def test_a_refused_post_ends_with_post_failed_and_its_error(tenant: TenantFixture) -> None:
     post_id, token = due_post(tenant, "refused", platform="tiktok")
-    assert _publish(post_id, token, refuse=True) == "failed"
+    assert publish_with(post_id, token, refuse=True) == "failed"
     failed = _events(post_id)[-1]
     assert failed.type == "post.failed"
     assert failed.data is not None

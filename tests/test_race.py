@@ -55,7 +55,7 @@ from tests.emulators import (
     served_instagram,
     served_tiktok,
 )
-from tests.factories import TenantFixture, iso_ms, make_tenant, upload
+from tests.factories import TenantFixture, at_one_instant, make_tenant, upload
 
 SETTINGS = Settings(lease_s=60)
 
@@ -345,34 +345,6 @@ def _won_after_claim(won: set[str]) -> set[str]:
         )
 
 
-def _at_one_instant(
-    api: httpx.Client,
-    tenant: TenantFixture,
-    containers: list[str],
-    accounts: list[str],
-    lead_s: float,
-) -> tuple[list[str], datetime]:
-    """Every container scheduled on every account for one instant `lead_s` from now: the
-    posts' ids, and the instant as stored (whole seconds), which is what workers claim at."""
-    instant = utcnow().replace(microsecond=0) + timedelta(seconds=lead_s)
-    post_ids: list[str] = []
-    for cid in containers:
-        r = api.post(
-            f"/v1/content/{cid}/schedule",
-            headers=tenant.headers,
-            json={
-                "scheduledFor": iso_ms(instant),
-                "targets": [{"socialAccountId": a} for a in accounts],
-            },
-        )
-        assert r.status_code == 201, r.text
-        post_ids += [p["id"] for p in r.json()["items"]]
-        instant = datetime.fromisoformat(
-            r.json()["items"][0]["scheduledFor"].replace("Z", "+00:00")
-        )
-    return post_ids, instant
-
-
 def _race_cancels(
     stack: Stack,
     tenant: TenantFixture,
@@ -461,7 +433,7 @@ def test_http_cancels_race_real_workers(stack: Stack, api: httpx.Client) -> None
     stack.arm(after_claim=0.012)
     tenant = make_tenant("Racer", sandbox_url=stack.sandbox_url, extra_accounts=50)
     containers = [upload(api, tenant, caption=f"wave {i}") for i in range(4)]
-    post_ids, instant = _at_one_instant(api, tenant, containers, tenant.extra_accounts, 4)
+    post_ids, instant = at_one_instant(api, tenant, containers, tenant.extra_accounts, 4)
     assert len(post_ids) == 200
 
     calls = _race_cancels(stack, tenant, post_ids, instant)
@@ -502,7 +474,7 @@ def _http_race_on_an_emulator(
     inside the point of no return's transaction, under the row lock, gives those cancels
     something to decide."""
     containers = [upload(api, tenant, caption=f"wave {i}") for i in range(20)]
-    post_ids, instant = _at_one_instant(api, tenant, containers, accounts, 6)
+    post_ids, instant = at_one_instant(api, tenant, containers, accounts, 6)
     assert len(post_ids) == 200
     assert utcnow() < instant, "scheduling took longer than the lead; raise it"
     stack.arm(at_point_of_no_return=0.02)

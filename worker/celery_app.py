@@ -25,6 +25,7 @@ from shared.publishing.tasks import (
     PUBLISH_QUEUE,
     TASK_SOFT_TIME_LIMIT_S,
     TASK_TIME_LIMIT_S,
+    WEBHOOK_QUEUE,
     TaskName,
     celery_conf,
 )
@@ -49,7 +50,7 @@ def worker_conf(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_queues": [
             Queue(name, Exchange(name, type="direct"), routing_key=name)
-            for name in (PUBLISH_QUEUE, CONTROL_QUEUE)
+            for name in (PUBLISH_QUEUE, CONTROL_QUEUE, WEBHOOK_QUEUE)
         ],
         "beat_schedule": {
             "dispatch-due": {

@@ -17,6 +17,7 @@ from shared.publishing.protocol import (
     run_reconcile,
 )
 from shared.publishing.tasks import TaskName
+from shared.webhooks.deliveries import run_delivery
 from worker.celery_app import app
 
 log = logging.getLogger("publisher.worker")
@@ -39,6 +40,12 @@ def reconcile(post_id: str, token: int) -> str:
 def poll(post_id: str, token: int) -> str:
     """Ask the platform about a post it accepted and completes on its own."""
     return run_poll(post_id, token).value
+
+
+@app.task(name=TaskName.DELIVER_WEBHOOK)
+def deliver_webhook(delivery_id: str, token: int) -> str:
+    """One attempt of a webhook delivery, if its token is still current."""
+    return run_delivery(delivery_id, token)
 
 
 # The ticks send no monitoring events: at one a second they would push the publish tasks

@@ -53,6 +53,19 @@ def unseal(blob: bytes, settings: Settings | None = None) -> Credentials:
     return Credentials(payload["accessToken"], payload.get("refreshToken"))
 
 
+def seal_secret(secret: str, settings: Settings | None = None) -> bytes:
+    """Any other secret at rest (a webhook endpoint's signing secret), under the same keys."""
+    return _keys(settings)[0].encrypt(secret.encode())
+
+
+def unseal_secret(blob: bytes, settings: Settings | None = None) -> str:
+    """A secret sealed by `seal_secret`."""
+    try:
+        return MultiFernet(_keys(settings)).decrypt(blob).decode()
+    except InvalidToken:
+        raise _unreadable("a sealed secret") from None
+
+
 def _opens(key: Fernet, blob: bytes) -> bool:
     try:
         key.decrypt(blob)

@@ -7,8 +7,8 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Final, TypeVar
 
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -64,16 +64,24 @@ def new_session() -> Session:
     return _sessions()
 
 
+_AFTER_COMMIT: Final = "publisher.after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    """Run `fn` once the session's transaction (a `transaction()`) has committed; never
+    before, never on rollback. For domain code that holds only the session."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
 @dataclass
 class Tx:
     """A session plus the side effects (task sends, revokes) owed once it commits."""
 
     session: Session
-    _after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
         """Run `fn` only once the transaction has committed; never before, never on rollback."""
-        self._after_commit.append(fn)
+        after_commit(self.session, fn)
 
 
 @contextmanager
@@ -84,12 +92,14 @@ def transaction() -> Iterator[Tx]:
     try:
         yield tx
         session.commit()
+        owed: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
     except BaseException:
         session.rollback()
         raise
     finally:
+        session.info.pop(_AFTER_COMMIT, None)
         session.close()
-    for fn in tx._after_commit:
+    for fn in owed:
         try:
             fn()
         except Exception:

@@ -11,6 +11,8 @@ CONTAINER: Final = "cnt"
 SOCIAL_ACCOUNT: Final = "sa"
 SCHEDULED_POST: Final = "sp"
 API_KEY: Final = "key"
+WEBHOOK_ENDPOINT: Final = "we"
+WEBHOOK_DELIVERY: Final = "wd"
 
 
 def new_id(prefix: str) -> str:

@@ -142,3 +142,17 @@ def registry(with_post_state: bool = False) -> CollectorRegistry:
             reg.register(PostStateCollector(get_settings().metrics_post_state_ttl_s))
         _served[with_post_state] = reg
     return reg
+
+
+WEBHOOK_ATTEMPTS = Counter(
+    "publisher_webhook_attempts_total",
+    "Webhook delivery attempts: succeeded, retry (failed, another attempt is due), failed "
+    "(a 4xx the receiver means), abandoned (the schedule ran out), refused (not a public "
+    "address), paused (the endpoint is not enabled)",
+    ["result"],
+)
+WEBHOOK_LAG = Histogram(
+    "publisher_webhook_lag_seconds",
+    "An event's creation to its delivery's success",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     # An access token this close to its expiry is refreshed before the account's next post.
     token_refresh_ahead_s: float = Field(default=7 * 86_400.0, ge=0)
 
+    # Webhooks. Each attempt waits this long for the receiver's answer.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # After a failed attempt the next comes this long later (API.md's schedule: 0 s, 30 s,
+    # 1 min, 5 min, 15 min, 1 h, 6 h, 24 h), the first at once; past the last, abandoned.
+    webhook_retry_schedule_s: str = "0,30,60,300,900,3600,21600,86400"
+    # An endpoint with this many failed attempts in a row is auto-paused.
+    webhook_pause_after: int = Field(default=20, ge=1)
+    # Endpoints on private, loopback or link-local addresses, and plain http: refused in
+    # production (at registration and at each delivery) unless this is set.
+    webhook_allow_private: bool = False
+
     # The largest request body the API reads. The contract's biggest (50 targets with two
     # 4000-char overrides each, every char a \\uXXXX escape) is about 2.4 MB.
     max_body_bytes: int = Field(default=4 * 1_048_576, ge=1024)
@@ -119,6 +130,27 @@ class Settings(BaseSettings):
                     "base64-encoded bytes, as Fernet.generate_key() makes them)"
                 ) from None
         return ",".join(keys)
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",")]
+        except ValueError:
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE_S: comma-separated seconds") from None
+        if not delays or any(d < 0 for d in delays):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE_S: one or more non-negative seconds")
+        return value
+
+    @property
+    def webhook_delays(self) -> list[float]:
+        """Before each attempt of a delivery, how long after the previous one failed."""
+        return [float(part) for part in self.webhook_retry_schedule_s.split(",")]
+
+    @property
+    def webhooks_public_only(self) -> bool:
+        """Webhook endpoints must be public https URLs (production, unless allowed)."""
+        return self.environment == "production" and not self.webhook_allow_private
 
     @property
     def credential_key_list(self) -> list[str]:

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, true, tuple_
 from sqlalchemy.orm import Session
@@ -520,6 +521,15 @@ def record_uploaded(
         return True  # already recorded (a retried commit, or the reconciler got there first)
     if post is None or post.status != PostStatus.PUBLISHING or post.upload_started_at is None:
         return False
+    _deliver(post, external_id, external_url, now)
+    post_event(session, EventType.POST_PUBLISHED, post)
+    return True
+
+
+def _deliver(
+    post: ScheduledPost, external_id: str | None, external_url: str | None, now: datetime
+) -> None:
+    """The platform holds the post: `published`, or `draft` for a draft-mode post."""
     post.status = (PostStatus.DRAFT if post.mode == Mode.DRAFT else PostStatus.PUBLISHED).value
     post.published_at = now
     post.external_id = external_id
@@ -530,8 +540,6 @@ def record_uploaded(
     post.awaiting_since = None
     post.poll_at = None
     post.updated_at = now
-    post_event(session, EventType.POST_PUBLISHED, post)
-    return True
 
 
 def record_failed(
@@ -754,8 +762,102 @@ def take_for_reconcile(
     return post
 
 
+# --- the operator's side ------------------------------------------------------------------
+
+OUTCOME_UNKNOWN = "UPLOAD_OUTCOME_UNKNOWN"
+OPERATOR_SETTLED = "OPERATOR_SETTLED"
+
+
+@dataclass(frozen=True)
+class Settled:
+    """An operator's verdict, recorded: the post as it is now, and what it was before."""
+
+    post: ScheduledPost
+    previous_status: str
+    previous_error_code: str | None
+
+
+def _settleable(post: ScheduledPost) -> bool:
+    """Only a post nobody can finish on their own: failed with an unknown outcome, or stuck in
+    `publishing` past the point of no return. Anything else has (or will get) its own truth."""
+    if post.status == PostStatus.FAILED:
+        return (post.last_error or {}).get("code") == OUTCOME_UNKNOWN
+    return post.status == PostStatus.PUBLISHING and post.upload_started_at is not None
+
+
+def settle(
+    session: Session,
+    organization_id: str,
+    post_id: str,
+    *,
+    published: bool,
+    external_id: str | None,
+    external_url: str | None,
+    reason: str | None,
+    operator: str,
+    now: datetime,
+) -> Settled:
+    """Record what an operator learned from the platform about a post the system cannot
+    settle itself: `published` (or `draft` for a draft-mode post) with the platform's id, or
+    `failed` with OPERATOR_SETTLED and the operator's reason.
+
+    Under the row lock, with a new fencing token: a publish, poll or reconcile task still in
+    flight for the post finds its token stale and does nothing. Refused (Conflict), changing
+    nothing, for any other post, so settling twice is refused too.
+    """
+    if published and not external_id:
+        raise Validation.at("externalId", "A post settled as published needs its external id")
+    if not published and not reason:
+        raise Validation.at("reason", "A post settled as failed needs a reason")
+    post = _lock_post(session, organization_id, post_id)
+    settled = Settled(post, post.status, (post.last_error or {}).get("code"))
+    if not _settleable(post):
+        shown = post.status + (f" ({settled.previous_error_code})" if post.last_error else "")
+        raise Conflict(
+            f"Only a post failed with {OUTCOME_UNKNOWN}, or publishing after its upload "
+            f"started, can be settled; {post.public_id} is {shown}",
+            {"status": post.status},
+        )
+    actor = Actor(organization_id, None, f"cli:{operator}")
+    post.dispatch_version += 1
+    post.updated_at = now
+    if not published:
+        assert reason is not None
+        _fail(
+            session,
+            post,
+            OPERATOR_SETTLED,
+            reason,
+            None,
+            actor=actor,
+            reason=reason,
+            settledBy=operator,
+            previous=settled.previous_status,
+        )
+        return settled
+    _deliver(post, external_id, external_url, now)
+    post_event(
+        session,
+        EventType.POST_PUBLISHED,
+        post,
+        actor=actor,
+        reason=reason,
+        settledBy=operator,
+        previous=settled.previous_status,
+    )
+    return settled
+
+
 def _fail(
-    session: Session, post: ScheduledPost, code: str, message: str, platform_code: str | None
+    session: Session,
+    post: ScheduledPost,
+    code: str,
+    message: str,
+    platform_code: str | None,
+    *,
+    actor: Actor | None = None,
+    reason: str | None = None,
+    **more: Any,
 ) -> None:
     post.status = PostStatus.FAILED.value
     post.last_error = {"code": code, "message": message, "platformCode": platform_code}
@@ -763,7 +865,7 @@ def _fail(
     post.lease_expires_at = None
     post.awaiting_since = None
     post.poll_at = None
-    post_event(session, EventType.POST_FAILED, post)
+    post_event(session, EventType.POST_FAILED, post, actor=actor, reason=reason, **more)
 
 
 # --- reads ---------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from shared.publishing.platforms import (
     Uploaded,
     UploadPayload,
 )
-from shared.publishing.tasks import send_poll, send_publish, send_reconcile
+from shared.publishing.tasks import send_delivery, send_poll, send_publish, send_reconcile
+from shared.webhooks import deliveries
 
 log = logging.getLogger("publisher.worker")
 
@@ -673,7 +674,15 @@ def dispatch_once() -> int:
         )
         for poll in polls:
             tx.after_commit(partial(send_poll, poll))
-        return len(due) + len(polls)
+        lost = deliveries.rearm_lost(
+            tx.session,
+            now=utcnow(),
+            grace=timedelta(seconds=settings.redispatch_grace_s),
+            limit=settings.dispatch_batch,
+        )
+        for job in lost:
+            tx.after_commit(partial(send_delivery, job))
+        return len(due) + len(polls) + len(lost)
 
     sent = run_in_transaction(tick)
     if sent:

@@ -16,6 +16,7 @@ from shared.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from shared.publishing.posts import Dispatch, Poll, Reconcile
+    from shared.webhooks.deliveries import DeliveryJob
 
 
 class TaskName:
@@ -26,10 +27,14 @@ class TaskName:
     RECONCILE: Final = "publishing.reconcile"
     POLL: Final = "publishing.poll"
     REAP: Final = "publishing.reap_expired"
+    DELIVER_WEBHOOK: Final = "webhooks.deliver"
 
 
 PUBLISH_QUEUE: Final = "publishing"
 CONTROL_QUEUE: Final = "control"
+# Webhook deliveries wait on receivers: a queue (and workers) of their own, so a slow or dead
+# receiver never holds a slot a publish or a tick needs.
+WEBHOOK_QUEUE: Final = "webhooks"
 
 # The longest a publish task may run: claim, prepare, every platform retry, record.
 TASK_TIME_LIMIT_S: Final = 300
@@ -65,6 +70,7 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
             TaskName.POLL: {"queue": PUBLISH_QUEUE},
             TaskName.DISPATCH_DUE: {"queue": CONTROL_QUEUE},
             TaskName.REAP: {"queue": CONTROL_QUEUE},
+            TaskName.DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE},
         },
     }
 
@@ -85,6 +91,17 @@ def client() -> Celery:
 def _send(name: str, job: Dispatch | Reconcile | Poll) -> None:
     client().send_task(
         name, args=[job.post_id, job.token], task_id=job.task_id, eta=job.eta, queue=PUBLISH_QUEUE
+    )
+
+
+def send_delivery(job: DeliveryJob) -> None:
+    """Send the task that makes a webhook delivery's next attempt."""
+    client().send_task(
+        TaskName.DELIVER_WEBHOOK,
+        args=[job.delivery_id, job.token],
+        task_id=job.task_id,
+        eta=job.eta,
+        queue=WEBHOOK_QUEUE,
     )
 
 

@@ -17,7 +17,16 @@ from shared.kit.errors import Unauthenticated, Validation
 from shared.models import ApiKey
 
 SCOPES: Final = frozenset(
-    {"publish:read", "publish:write", "content:read", "content:write", "social:read", "*"}
+    {
+        "publish:read",
+        "publish:write",
+        "content:read",
+        "content:write",
+        "social:read",
+        "webhooks:read",
+        "webhooks:write",
+        "*",
+    }
 )
 ENVS: Final = frozenset({"live", "test"})
 # `last_used_at` moves at most once a minute per key, so reads cost no write each.
