@@ -184,6 +184,58 @@ def event_view(event: Event) -> dict[str, Any]:
     }
 
 
+def deliveries_of(session: Session, events: list[Event]) -> list[dict[str, Any]]:
+    """The webhook deliveries of these events, oldest first, each with its attempts."""
+    from sqlalchemy import select
+
+    from shared.models import WebhookDelivery
+    from shared.webhooks.deliveries import attempts_of
+
+    by_id = {e.id: e for e in events}
+    rows = list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.event_id.in_(list(by_id)))
+            .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+        )
+    )
+    attempts = attempts_of(session, [d.id for d in rows])
+    return [
+        {
+            "id": d.id,
+            "endpointId": d.endpoint_id,
+            "eventId": d.event_public_id,
+            "type": by_id[d.event_id].type,
+            "replayOf": d.replay_of,
+            "status": d.status,
+            "attempts": [
+                {
+                    "number": a.number,
+                    "startedAt": _ms(a.started_at),
+                    "statusCode": a.status_code,
+                    "error": a.error,
+                    "durationMs": a.duration_ms,
+                }
+                for a in attempts[d.id]
+            ],
+        }
+        for d in rows
+    ]
+
+
+def delivery_line(delivery: dict[str, Any]) -> str:
+    """`type  endpoint  status  attempts: 503, 503, 200` for one webhook delivery."""
+    tries = ", ".join(
+        str(a["statusCode"]) if a["statusCode"] is not None else _value(a["error"] or "no answer")
+        for a in delivery["attempts"]
+    )
+    replay = f" replay of {delivery['replayOf']}" if delivery["replayOf"] else ""
+    return (
+        f"{delivery['type']:<20}  {delivery['endpointId']}  {delivery['status']}"
+        f"  attempts: {tries or '-'}  event {delivery['eventId']}{replay}"
+    )
+
+
 def _value(value: Any) -> str:
     """A bare word stays bare; anything with spaces or quotes is quoted, so a line splits on
     spaces unambiguously."""
@@ -260,15 +312,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         summary = post_summary(post)
         account = session.get(SocialAccount, post.social_account_id)
         summary["account"] = account_view(account) if account is not None else None
-        events = [event_view(e) for e in _events_of(session, post)]
+        rows = _events_of(session, post)
+        events = [event_view(e) for e in rows]
+        webhooks = deliveries_of(session, rows)
     if args.json:
-        print(json.dumps({"post": summary, "events": events}))
+        print(json.dumps({"post": summary, "events": events, "webhookDeliveries": webhooks}))
         return 0
     for line in _heading(summary):
         print(line)
     print(f"events, oldest first ({len(events)}):")
     for event in events:
         print(f"  {event_line(event)}")
+    print(f"webhook deliveries ({len(webhooks)}):")
+    for delivery in webhooks:
+        print(f"  {delivery_line(delivery)}")
     print("now:")
     for line in summary_lines(summary):
         print(line)

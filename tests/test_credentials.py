@@ -24,7 +24,7 @@ from shared.accounts.credentials import (
 )
 from shared.kit.db import engine, transaction
 from shared.kit.settings import DEFAULT_CREDENTIAL_KEY, Settings, get_settings
-from shared.models import SocialAccount
+from shared.models import SocialAccount, WebhookEndpoint
 from tests.factories import TenantFixture, instagram_account
 
 TOKEN = "IGAA-long-lived-5e1f0c2a9b"  # noqa: S105 - a test value
@@ -195,3 +195,33 @@ def test_a_malformed_key_stops_a_command_at_start() -> None:
     assert "CREDENTIAL_KEYS: key 1 of 1 is not a Fernet key" in done.stderr
     assert "not-a-fernet-key-77c1" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_reencrypt_moves_webhook_secrets_too(tenant: TenantFixture) -> None:
+    """An endpoint's secret and, during a rotation, its previous one are sealed under the
+    same keys: reencrypt moves both, and both still sign."""
+    from shared.kit.clock import utcnow
+    from shared.webhooks import endpoints
+
+    a, b = Fernet.generate_key(), Fernet.generate_key()
+    now = utcnow()
+    with transaction() as tx:
+        made = endpoints.register(
+            tx.session,
+            tenant.organization_id,
+            "https://hooks.example.com/in",
+            ["post.published"],
+            None,
+            settings=_keys(a),
+            now=now,
+        )
+        rotated = endpoints.rotate_secret(
+            tx.session, tenant.organization_id, made.endpoint.id, settings=_keys(a), now=now
+        )
+    with transaction() as tx:
+        assert reencrypt_all(tx.session, _keys(b, a)) == 1
+        endpoint = tx.session.get(WebhookEndpoint, made.endpoint.id)
+        assert endpoint is not None
+        assert endpoints.signing_secrets(endpoint, _keys(b), now) == [rotated.secret, made.secret]
+    with transaction() as tx:
+        assert reencrypt_all(tx.session, _keys(b, a)) == 0

@@ -228,7 +228,8 @@ def test_show_prints_every_event_in_order_with_who_asked(tenant: TenantFixture) 
     assert {"handle=c-1", "owner=w1"} <= set(started)
     assert "status=failed" in failed
     assert f'lastError="{UNKNOWN}: Instagram never said' in lines[4]
-    now = lines[5:]
+    assert lines[5] == "webhook deliveries (0):"
+    now = lines[6:]
     assert now[0] == "now:"
     assert "  status: failed" in now
     assert "  attempts: 1" in now
@@ -572,3 +573,44 @@ def test_settle_checks_its_input_before_touching_anything(
     nobody = [*_settle_failed(post_id)[:-2], "--operator", " "]
     assert "--operator" in _refused(nobody, capsys, 2)
     assert _state(post_id) == before
+
+
+def test_show_lists_the_post_s_webhook_deliveries_with_their_attempts(
+    tenant: TenantFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its timeline ends with what reached each endpoint: every delivery, every attempt."""
+    from shared.kit.settings import Settings
+    from shared.models import WebhookDelivery
+    from shared.webhooks import endpoints
+    from shared.webhooks.deliveries import run_delivery
+    from tests.receiver import Receiver, serving
+
+    with serving(Receiver(fail_first=1)) as rx:
+        with transaction() as tx:
+            made = endpoints.register(
+                tx.session,
+                tenant.organization_id,
+                rx.url,
+                ["post.scheduled", "post.failed"],
+                None,
+                settings=Settings(),
+                now=utcnow(),
+            )
+        post_id, _ = _failed(tenant, "hooked")
+        fast = Settings(webhook_retry_schedule_s="0,0")
+        for _ in range(2):
+            with new_session() as session:
+                due = [(d.id, d.token) for d in session.scalars(select(WebhookDelivery))]
+            for delivery_id, token in due:
+                run_delivery(delivery_id, token, settings=fast)
+    assert main(["posts", "show", post_id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["webhookDeliveries"]
+    assert [(d["type"], d["status"], d["endpointId"]) for d in shown] == [
+        ("post.scheduled", "succeeded", made.endpoint.id),
+        ("post.failed", "succeeded", made.endpoint.id),
+    ]
+    assert [[a["statusCode"] for a in d["attempts"]] for d in shown] == [[503, 200], [503, 200]]
+    assert main(["posts", "show", post_id]) == 0
+    out = capsys.readouterr().out
+    assert "webhook deliveries (2):" in out
+    assert "attempts: 503, 200" in out

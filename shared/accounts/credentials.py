@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.kit.errors import PublisherError
 from shared.kit.settings import Settings, get_settings
-from shared.models import SocialAccount
+from shared.models import SocialAccount, WebhookEndpoint
 
 
 class CredentialsUnreadable(PublisherError):
@@ -74,11 +74,21 @@ def _opens(key: Fernet, blob: bytes) -> bool:
     return True
 
 
+def _reseal(keys: list[Fernet], blob: bytes, what: str) -> bytes | None:
+    """The blob sealed with the first key, or None if it already is."""
+    if _opens(keys[0], blob):
+        return None
+    try:
+        return MultiFernet(keys).rotate(blob)
+    except InvalidToken:
+        raise _unreadable(what) from None
+
+
 def reencrypt_all(session: Session, settings: Settings | None = None) -> int:
-    """Seal every account's credentials anew with the first key; the number of rows changed
-    (those under another key: a second run changes none)."""
+    """Seal every account's credentials, and every webhook endpoint's secrets, anew with the
+    first key; the number of rows changed (those under another key: a second run changes
+    none)."""
     keys = _keys(settings)
-    rotator = MultiFernet(keys)
     changed = 0
     accounts = session.scalars(
         select(SocialAccount)
@@ -87,14 +97,25 @@ def reencrypt_all(session: Session, settings: Settings | None = None) -> int:
         .with_for_update()
     ).all()
     for account in accounts:
-        blob = account.credentials
-        assert blob is not None
-        if _opens(keys[0], blob):
-            continue
-        try:
-            account.credentials = rotator.rotate(blob)
-        except InvalidToken:
-            raise _unreadable(f"the credential of account {account.id}") from None
-        changed += 1
+        assert account.credentials is not None
+        resealed = _reseal(keys, account.credentials, f"the credential of account {account.id}")
+        if resealed is not None:
+            account.credentials, changed = resealed, changed + 1
+    endpoints = session.scalars(
+        select(WebhookEndpoint).order_by(WebhookEndpoint.id).with_for_update()
+    ).all()
+    for endpoint in endpoints:
+        what = f"the secret of webhook endpoint {endpoint.id}"
+        secret = _reseal(keys, endpoint.secret, what)
+        previous = (
+            _reseal(keys, endpoint.previous_secret, what)
+            if endpoint.previous_secret is not None
+            else None
+        )
+        if secret is not None:
+            endpoint.secret = secret
+        if previous is not None:
+            endpoint.previous_secret = previous
+        changed += secret is not None or previous is not None
     session.flush()
     return changed

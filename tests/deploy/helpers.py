@@ -38,8 +38,18 @@ TMP = "/tmp"  # noqa: S108 - the containers' own /tmp, an emptyDir
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
 # The oldest and a recent Kubernetes minor still in common support.
 KUBERNETES_VERSIONS = ["1.30.0", "1.34.0"]
-# The compose services that run the publisher image, each named after its CLI role.
-ROLES = PUBLISHER_SERVICES = {"migrate", "api", "worker", "beat", "flower", "sandbox"}
+# The compose services (and Kubernetes workloads) that run the publisher image, and the CLI
+# role each runs: named after it, but for the webhook deliveries' own workers.
+ROLE_OF = {
+    "migrate": "migrate",
+    "api": "api",
+    "worker": "worker",
+    "webhooks": "worker",
+    "beat": "beat",
+    "flower": "flower",
+    "sandbox": "sandbox",
+}
+ROLES = PUBLISHER_SERVICES = set(ROLE_OF)
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 # Variables that are not settings, and who reads them.
 NON_SETTINGS_ENV = {

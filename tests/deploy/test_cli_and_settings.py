@@ -15,6 +15,7 @@ from tests.deploy.helpers import (
     KUSTOMIZATIONS,
     NON_SETTINGS_ENV,
     PUBLISHER_SERVICES,
+    ROLE_OF,
     ROLES,
     SETTINGS_ENV,
     _container,
@@ -38,7 +39,7 @@ def test_compose_roles_run_the_cli() -> None:
         service = services[name]
         assert service["build"] == {"context": ".", "dockerfile": "Dockerfile"}
         args = _parse_cli(_service_argv(service))
-        assert args.command == name
+        assert args.command == ROLE_OF[name]
         if "healthcheck" in service:
             argv = _healthcheck_argv(service)
             if argv[0] == "publisher":
@@ -96,8 +97,8 @@ def test_every_role_and_probe_runs_the_cli(
     roles = set()
     for workload, container in _containers(resources):
         args = _parse_cli(_k8s_argv(container))
-        assert args.command == workload, f"{workload} runs `{args.command}`"
-        roles.add(args.command)
+        assert args.command == ROLE_OF[workload], f"{workload} runs `{args.command}`"
+        roles.add(workload)
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             if "exec" in container.get(probe, {}):
                 _parse_cli(container[probe]["exec"]["command"])

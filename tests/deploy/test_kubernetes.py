@@ -183,6 +183,13 @@ def test_roles_have_the_shape_they_need(
     worker_hpa = _resource(resources, "HorizontalPodAutoscaler", "worker")
     assert worker_hpa["apiVersion"] == "autoscaling/v2"
 
+    # webhooks: workers of their own on the webhooks queue, probed by their node name.
+    container = _container(resources, "webhooks")
+    argv = _k8s_argv(container)
+    assert _parse_cli(argv).command == "worker" and _flag(argv, "--queues") == "webhooks"
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert _flag(probe, "--name") == _flag(argv, "--name") and "%h" in _flag(argv, "--name")
+
     # api: liveness is the process, readiness its dependencies; metrics on its own port.
     api = _resource(resources, "Deployment", "api")
     container = _container(resources, "api")

@@ -70,6 +70,7 @@ def test_compose_roles_start_and_pass_their_health_checks(roles: Roles) -> None:
             metrics_port=str(roles.ports["metrics"]),
         ),
     )
+    roles.start("webhooks", _service_argv(services["webhooks"]))
     roles.start("beat", _service_argv(services["beat"]))
     roles.start(
         "flower",
@@ -97,6 +98,13 @@ def test_compose_roles_start_and_pass_their_health_checks(roles: Roles) -> None:
     health = _healthcheck_argv(services["worker"])
     roles.wait_for("worker", lambda: roles.run(health, timeout=30).returncode == 0)
     assert httpx.get(url("metrics", "/metrics")).status_code == 200
+
+    # The webhook deliveries' worker, on its own queue, answers by its own node name.
+    webhooks_log = roles.workdir / "webhooks.log"
+    roles.wait_for("webhooks", lambda: b" ready." in webhooks_log.read_bytes(), timeout=60)
+    assert b".> webhooks" in webhooks_log.read_bytes(), "it takes the webhooks queue"
+    health = _healthcheck_argv(services["webhooks"])
+    roles.wait_for("webhooks", lambda: roles.run(health, timeout=30).returncode == 0)
 
     # Flower: basic auth from the environment; /healthcheck answers without it.
     roles.wait_for("flower", lambda: httpx.get(url("flower", "/healthcheck")).status_code == 200)
