@@ -1,4 +1,5 @@
-"""The seven invariants of docs/design.md, each checked by name over a History."""
+"""The seven invariants of docs/design.md, each checked by name over a History, and an
+eighth for webhooks: every outcome delivered once per endpoint, as it ended."""
 
 from __future__ import annotations
 
@@ -174,7 +175,47 @@ def check(history: History, bounds: Bounds | None = None) -> list[Verdict]:
             if call.reason not in reasons:
                 v7.violations[pid] = f"audit has {reasons}, expected {call.reason!r}"
     verdicts.append(v7)
+    verdicts.append(_webhooks_verdict(history))
     return verdicts
+
+
+# The event a post's final status is announced by.
+OUTCOME_EVENT = {
+    "published": "post.published",
+    "draft": "post.published",
+    "failed": "post.failed",
+    "canceled": "post.canceled",
+}
+
+
+def _webhooks_verdict(history: History) -> Verdict:
+    """8: each endpoint kept, once, the event of every post's outcome, saying that outcome,
+    and no outcome a post did not reach; every delivery signed."""
+    v8 = Verdict(8, "every outcome delivered once per endpoint, as it ended", 0, "deliveries")
+    if history.webhooks is None:
+        v8.note = "not checked: the run registered no webhook endpoint"
+        return v8
+    for name, receipts in history.webhooks.items():
+        v8.checked += len(receipts)
+        outcomes: dict[str, list[str | None]] = defaultdict(list)
+        for r in receipts:
+            if not r.verified:
+                v8.violations[f"{name}:{r.event_id}"] = "a delivery whose signature fails"
+            if r.type in OUTCOME_EVENT.values() and r.post_id is not None:
+                outcomes[r.post_id].append(r.status)
+        for pid, post in history.posts.items():
+            got = outcomes.pop(pid, [])
+            if post.status not in TERMINAL:
+                if got:
+                    v8.violations[f"{name}:{pid}"] = f"{got} announced, yet it ends {post.status}"
+            elif got != [post.status]:
+                v8.violations[f"{name}:{pid}"] = f"ends {post.status}, announced {got}"
+        for pid, got in outcomes.items():
+            v8.violations[f"{name}:{pid}"] = f"{got} announced for a post not of the run"
+    if history.webhooks_pending:
+        v8.violations["pending"] = f"{history.webhooks_pending} deliveries never completed"
+    v8.note = f"{len(history.webhooks)} endpoints"
+    return v8
 
 
 def explain(history: History, post_id: str) -> str:

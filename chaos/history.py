@@ -47,6 +47,18 @@ class FinalPost:
 
 
 @dataclass(frozen=True)
+class WebhookReceipt:
+    """One event a receiver kept (its first 2xx delivery): what a deduplicating receiver
+    acts on."""
+
+    event_id: str
+    type: str
+    post_id: str | None
+    status: str | None
+    verified: bool
+
+
+@dataclass(frozen=True)
 class Fault:
     kind: str
     at: float
@@ -64,6 +76,10 @@ class History:
     # post id -> reasons of the audit log's cancel entries; None when not readable.
     audit: dict[str, list[str | None]] | None = None
     faults: list[Fault] = field(default_factory=list)
+    # endpoint name -> the events it kept; None when the run registered no endpoint.
+    webhooks: dict[str, list[WebhookReceipt]] | None = None
+    # Deliveries still pending when the run stopped waiting for them.
+    webhooks_pending: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, call: Call) -> None:
@@ -86,5 +102,10 @@ class History:
             "posts": {k: asdict(v) for k, v in self.posts.items()},
             "audit": self.audit,
             "faults": [asdict(f) for f in self.faults],
+            "webhooks": (
+                None
+                if self.webhooks is None
+                else {k: [asdict(r) for r in v] for k, v in self.webhooks.items()}
+            ),
         }
         path.write_text(json.dumps(data, default=str, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, make_url, select
+from sqlalchemy import create_engine, func, make_url, select
 
 from chaos import checker
 from chaos.faults import RUN_KNOBS, Injector, completion_allowance_s
-from chaos.history import FinalPost, History, LedgerEntry
+from chaos.history import FinalPost, History, LedgerEntry, WebhookReceipt
 from chaos.load import Client, Load, Plan, parse
 from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, faults_of
+from chaos.receiver import Receiver, serving
 from harness.stack import Stack, wait_until
 from shared.events import EventType
 from shared.kit.db import drop_database
@@ -29,9 +31,11 @@ from shared.models import (
     TERMINAL,
     TIKTOK_ADAPTER,
     ContentContainer,
+    DeliveryStatus,
     Event,
     ScheduledPost,
     SocialAccount,
+    WebhookDelivery,
 )
 from shared.publishing.adapters import completes_later
 
@@ -48,7 +52,15 @@ CHAOS_ENV = {
     # Posts TikTok completes on its own are polled after half a second, doubling to 2 s.
     "POLL_FIRST_S": "0.5",
     "POLL_CAP_S": "2",
+    # Webhook retries within seconds, and no pause: a receiver failing at a wave fails dozens
+    # of attempts in a row, and the run checks every delivery arrives.
+    "WEBHOOK_RETRY_SCHEDULE_S": "0,0.5,1,2,4,8",
+    "WEBHOOK_TIMEOUT_S": "3",
+    "WEBHOOK_PAUSE_AFTER": "1000000",
 }
+# A local run's webhook endpoints take these, on two receivers: one that takes everything,
+# one that fails every event's first attempt and a fifth of the others (seeded).
+HOOKED = ["post.scheduled", "post.published", "post.failed", "post.canceled"]
 
 
 # The Instagram and the TikTok accounts of an `--adapter emulator` run, each issued by the
@@ -251,6 +263,14 @@ def report(
             "repeated": sum(n for n in keys.values() if n > 1),
         },
         "reaper": dict(reaper),
+        "webhooks": (
+            None
+            if history.webhooks is None
+            else {
+                "kept": {name: len(r) for name, r in history.webhooks.items()},
+                "pending": history.webhooks_pending,
+            }
+        ),
         "publishLagMs": {
             "p50": round(_pct(lag_ms, 0.50), 1),
             "p90": round(_pct(lag_ms, 0.90), 1),
@@ -300,6 +320,8 @@ def _print_report(rep: dict[str, Any], verdicts: list[checker.Verdict]) -> None:
         f"cancel latency ms p50 {rep['cancelLatencyMs']['p50']} "
         f"p99 {rep['cancelLatencyMs']['p99']}"
     )
+    if rep["webhooks"] is not None:
+        print(f"  webhooks kept {rep['webhooks']['kept']}, pending {rep['webhooks']['pending']}")
     for v in verdicts:
         print("  " + v.line())
 
@@ -350,6 +372,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     local = args.target is None
     database_url: str | None = args.database_url
+    exits = contextlib.ExitStack()
+    receivers: dict[str, Receiver] = {}
     try:
         if local:
             database_url = database_url or _default_db()
@@ -378,6 +402,15 @@ def run(args: argparse.Namespace) -> int:
             platform_urls = {"sandbox": args.sandbox_url}
             accounts = []
         client = Client(api_url, api_key, history)
+        if local:
+            receivers = {
+                "steady": exits.enter_context(serving(Receiver(seed=args.seed))),
+                "flaky": exits.enter_context(
+                    serving(Receiver(seed=args.seed, fail_first=1, fail_rate=0.2))
+                ),
+            }
+            for receiver in receivers.values():
+                receiver.secrets = [_register_endpoint(client, receiver.url)]
         if not accounts:
             r = client.http.get(f"/v1/projects/{project_id}/social-accounts", params={"limit": 100})
             r.raise_for_status()
@@ -414,6 +447,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             read_ledger(history, platform_urls["sandbox"])
         if local and database_url:
+            history.webhooks_pending = _await_deliveries(database_url, args.settle_timeout)
+            history.webhooks = {name: receipts(r) for name, r in receivers.items()}
             read_state(history, load.post_ids, database_url)
         else:
             _read_state_over_api(history, client, load.post_ids)
@@ -430,10 +465,55 @@ def run(args: argparse.Namespace) -> int:
                 print(checker.explain(history, pid))
         return 1 if bad else 0
     finally:
+        exits.close()
         if stack is not None:
             stack.stop()
             if not args.keep and database_url:
                 drop_database(database_url)
+
+
+def _register_endpoint(client: Client, url: str) -> str:
+    """An endpoint of the run's organization for HOOKED; its secret."""
+    r = client.http.post("/v1/webhook-endpoints", json={"url": url, "eventTypes": HOOKED})
+    r.raise_for_status()
+    return str(r.json()["secret"])
+
+
+def _await_deliveries(database_url: str, timeout: float) -> int:
+    """Wait (bounded) until no webhook delivery is pending; how many still are."""
+    db = create_engine(database_url, pool_size=1)
+
+    def pending() -> int:
+        with db.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(WebhookDelivery)
+                    .where(WebhookDelivery.status == DeliveryStatus.PENDING)
+                ).scalar_one()
+            )
+
+    try:
+        wait_until(lambda: pending() == 0, timeout, interval=1.0, what="webhook deliveries")
+    except AssertionError:
+        print("chaos: webhook deliveries still pending", file=sys.stderr)
+    left = pending()
+    db.dispose()
+    return left
+
+
+def receipts(receiver: Receiver) -> list[WebhookReceipt]:
+    """What a receiver kept, deduplicated by event id, as the checker reads it."""
+    return [
+        WebhookReceipt(
+            r.event_id,
+            str(r.body.get("type")),
+            r.body.get("data", {}).get("scheduledPostId"),
+            r.body.get("data", {}).get("status"),
+            r.verified,
+        )
+        for r in receiver.delivered().values()
+    ]
 
 
 def _bounds(args: argparse.Namespace) -> checker.Bounds:

@@ -57,15 +57,18 @@ def _short_profile(tmp_path: Path, *flags: str) -> tuple[dict[str, Any], str]:
     rep: dict[str, Any] = json.loads(report.read_text())
     assert set(rep["faults"]) == set(faults_of(rep["adapter"])), rep["faults"]
     assert rep["faultsFailedToInject"] == 0
-    assert [i["number"] for i in rep["invariants"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert [i["number"] for i in rep["invariants"]] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(i["ok"] for i in rep["invariants"]), rep["invariants"]
     # Half the cancels are aimed before their post's instant, where a cancel always wins. How
     # many lose to an upload depends on how late the loaded machine publishes (none, some
     # runs): invariants 1 and 4 check each that happened; their number is not a promise.
     assert rep["cancels"]["won"] > 0
     assert isinstance(rep["cancels"]["lost"], int)
+    # Both receivers (one failing a share of attempts) kept every outcome once (invariant 8).
+    assert rep["webhooks"]["pending"] == 0
+    assert all(n >= rep["posts"] for n in rep["webhooks"]["kept"].values()), rep["webhooks"]
     # One line per invariant, with its counts, for people.
-    for number in range(1, 8):
+    for number in range(1, 9):
         assert f"ok   {number}. " in run.stdout
     return rep, run.stdout
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chaos.checker import Bounds, Verdict, check, explain
-from chaos.history import Call, FinalPost, History, LedgerEntry
+from chaos.checker import OUTCOME_EVENT, Bounds, Verdict, check, explain
+from chaos.history import Call, FinalPost, History, LedgerEntry, WebhookReceipt
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -48,7 +48,7 @@ def _by_number(verdicts: list[Verdict]) -> dict[int, Verdict]:
 
 def test_a_clean_history_passes() -> None:
     verdicts = check(_clean())
-    assert [v.number for v in verdicts] == [1, 2, 3, 4, 5, 6, 7]
+    assert [v.number for v in verdicts] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert all(v.ok for v in verdicts), [v.line() for v in verdicts]
     assert _by_number(verdicts)[1].checked == 1
     assert _by_number(verdicts)[4].checked == 2
@@ -180,3 +180,51 @@ def test_7_is_marked_not_checkable_without_the_audit_log() -> None:
 def test_explain_tells_a_posts_whole_story() -> None:
     story = explain(_clean(), "sp_lost")
     assert "cancel -> 409" in story and "ledger ext_lost" in story and "published" in story
+
+
+def _hooked(h: History) -> History:
+    """The clean history as both endpoints of a run kept it: each post's outcome, once."""
+    receipts = [
+        WebhookReceipt(f"evt_{pid}", OUTCOME_EVENT[p.status], pid, p.status, True)
+        for pid, p in h.posts.items()
+    ]
+    h.webhooks = {"steady": list(receipts), "flaky": list(receipts)}
+    return h
+
+
+def test_8_a_clean_history_s_outcomes_each_delivered_once() -> None:
+    v8 = _by_number(check(_hooked(_clean())))[8]
+    assert v8.ok and v8.checked == 6 and "2 endpoints" in v8.note
+
+
+def test_8_is_not_checked_without_endpoints() -> None:
+    v8 = _by_number(check(_clean()))[8]
+    assert v8.ok and "not checked" in v8.note
+
+
+@pytest.mark.parametrize(
+    "break_it",
+    ["missing", "twice", "wrong_status", "unsigned", "pending", "stuck_announced"],
+)
+def test_8_catches_each_way_a_delivery_goes_wrong(break_it: str) -> None:
+    h = _hooked(_clean())
+    assert h.webhooks is not None
+    flaky = h.webhooks["flaky"]
+    if break_it == "missing":
+        flaky[:] = [r for r in flaky if r.post_id != "sp_pub"]
+    elif break_it == "twice":
+        flaky.append(WebhookReceipt("evt_again", "post.published", "sp_pub", "published", True))
+    elif break_it == "wrong_status":
+        flaky[0] = WebhookReceipt(
+            flaky[0].event_id, "post.failed", flaky[0].post_id, "failed", True
+        )
+    elif break_it == "unsigned":
+        flaky[0] = WebhookReceipt(
+            flaky[0].event_id, flaky[0].type, flaky[0].post_id, flaky[0].status, False
+        )
+    elif break_it == "pending":
+        h.webhooks_pending = 3
+    else:
+        h.posts["sp_stuck"] = FinalPost("sp_stuck", "publishing", T0, None, None, None)
+        flaky.append(WebhookReceipt("evt_s", "post.published", "sp_stuck", "published", True))
+    assert not _by_number(check(h))[8].ok

@@ -579,11 +579,11 @@ def test_show_lists_the_post_s_webhook_deliveries_with_their_attempts(
     tenant: TenantFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Its timeline ends with what reached each endpoint: every delivery, every attempt."""
+    from chaos.receiver import Receiver, serving
     from shared.kit.settings import Settings
     from shared.models import WebhookDelivery
     from shared.webhooks import endpoints
     from shared.webhooks.deliveries import run_delivery
-    from tests.receiver import Receiver, serving
 
     with serving(Receiver(fail_first=1)) as rx:
         with transaction() as tx:

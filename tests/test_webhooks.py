@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from chaos.receiver import Receiver, serving, verify
 from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
@@ -27,7 +28,6 @@ from shared.webhooks.deliveries import run_delivery
 from tests.checks import envelope_error, publish_with
 from tests.emulators import due_post
 from tests.factories import TenantFixture
-from tests.receiver import Receiver, serving, verify
 
 FAST = Settings(webhook_retry_schedule_s="0,0.05,0.05", webhook_timeout_s=2)
 ALL = ["post.scheduled", "post.published", "post.failed", "post.canceled"]

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from chaos.receiver import Receiver, serving
 from harness.stack import Stack, wait_until
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session
 from shared.models import TERMINAL, ScheduledPost, WebhookDelivery
 from tests.factories import TenantFixture, at_one_instant, iso_ms, make_tenant, upload
-from tests.receiver import Receiver, serving
 
 pytestmark = pytest.mark.integration
 

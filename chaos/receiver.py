@@ -1,12 +1,13 @@
-"""A webhook receiver for tests: a real HTTP server that verifies each delivery's signature
-with its own code (not the product's), answers as told (fail for a while, with a status, or
-hang), and keeps every request it got."""
+"""A webhook receiver for tests and chaos runs: a real HTTP server that verifies each
+delivery's signature with its own code (not the product's), answers as told (fail for a
+while, fail at a seeded rate, with a status, or hang), and keeps every request it got."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -53,6 +54,10 @@ class Receiver:
     fail_status: int = 503
     ok_status: int = 200
     hang_s: float = 0.0
+    # And each attempt after those fails with this probability, drawn per (seed, event id,
+    # attempt) so a run replays.
+    fail_rate: float = 0.0
+    seed: int = 0
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
@@ -64,7 +69,9 @@ class Receiver:
     def answer(self, event_id: str, body: bytes, signature: str) -> int:
         with self.lock:
             seen = sum(r.event_id == event_id for r in self.received)
-            status = self.fail_status if seen < self.fail_first else self.ok_status
+            draw = random.Random(f"{self.seed}:{event_id}:{seen}").random()
+            failing = seen < self.fail_first or draw < self.fail_rate
+            status = self.fail_status if failing else self.ok_status
             verified = verify(self.secrets, signature, body)
             self.received.append(
                 Received(event_id, json.loads(body), verified, status, time.time())
