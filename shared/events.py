@@ -53,6 +53,8 @@ class EventType(StrEnum):
     ACCOUNT_CONNECTED = "social_account.connected"
     ACCOUNT_NEEDS_REAUTH = "social_account.needs_reauth"
     ACCOUNT_REVOKED = "social_account.revoked"
+    # Sent on demand to one endpoint (`POST /v1/webhook-endpoints/:id/ping`), never subscribed.
+    TEST_PING = "test.ping"
 
 
 # What a webhook endpoint may subscribe to (API.md's list, as the product emits them).

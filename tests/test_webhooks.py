@@ -416,3 +416,23 @@ def test_delivery_listing_pages(client: TestClient, tenant: TenantFixture) -> No
     assert len(seen) == len(set(seen)) == 3
     with new_session() as session:
         assert deliveries.attempts_of(session, seen) == {d: [] for d in seen}
+
+
+def test_a_ping_reaches_one_endpoint_signed(client: TestClient, tenant: TenantFixture) -> None:
+    with serving(Receiver()) as rx, serving(Receiver()) as other:
+        endpoint_id, secret = _register(client, tenant, rx.url, ["post.published"])
+        _register(client, tenant, other.url, ["post.published"])
+        rx.secrets = [secret]
+        r = client.post(f"/v1/webhook-endpoints/{endpoint_id}/ping", headers=tenant.headers)
+        assert r.status_code == 202, r.text
+        assert (r.json()["eventType"], r.json()["status"]) == ("test.ping", "pending")
+        _drain()
+    [got] = rx.received
+    assert got.verified and got.body["type"] == "test.ping"
+    assert got.body["data"] == {"endpointId": endpoint_id}
+    assert other.received == []  # a ping is for the endpoint pinged alone
+    client.patch(
+        f"/v1/webhook-endpoints/{endpoint_id}", headers=tenant.headers, json={"status": "disabled"}
+    )
+    r = client.post(f"/v1/webhook-endpoints/{endpoint_id}/ping", headers=tenant.headers)
+    assert envelope_error(r, 409, "CONFLICT")["details"]["status"] == "disabled"

@@ -156,6 +156,25 @@ def _deliveries_body(session: ReadSession, rows: list[WebhookDelivery]) -> list[
     return [delivery_body(d, types[d.event_id], attempts[d.id]) for d in rows]
 
 
+@router.post(
+    "/webhook-endpoints/{endpointId}/ping",
+    status_code=202,
+    response_model=WebhookDeliveryOut,
+    responses=errors(404, 409),
+)
+def ping_webhook_endpoint(endpointId: str, principal: Writer) -> Response:
+    """Send a `test.ping` event to this endpoint now (`{"endpointId"}` as its data), signed
+    like every delivery: the answer is its delivery, whose attempts the deliveries list
+    shows. `409 CONFLICT` while the endpoint is disabled or paused."""
+
+    def work(tx: Tx) -> Response:
+        made = deliveries.ping(tx.session, principal.organization_id, endpointId, now=utcnow())
+        return json_response(delivery_body(made, "test.ping", []), 202)
+
+    path = f"/v1/webhook-endpoints/{endpointId}/ping"
+    return run_mutation(principal, None, "POST", path, None, work)
+
+
 @router.get(
     "/webhook-endpoints/{endpointId}/deliveries",
     response_model=WebhookDeliveryList,

@@ -32,11 +32,11 @@ from typing import Any, Final
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
-from shared.events import new_event_id
+from shared.events import EventType, Subject, append, new_event_id
 from shared.kit import ids, metrics
 from shared.kit.clock import iso, utcnow
 from shared.kit.db import Tx, after_commit, run_in_transaction
-from shared.kit.errors import NotFound
+from shared.kit.errors import Conflict, NotFound
 from shared.kit.settings import Settings, get_settings
 from shared.models import (
     DeliveryStatus,
@@ -361,6 +361,23 @@ def replay(
     return _new_delivery(
         session, endpoint, event, now, event_public_id=new_event_id(), replay_of=replay_of
     )
+
+
+def ping(
+    session: Session, organization_id: str, endpoint_id: str, *, now: datetime
+) -> WebhookDelivery:
+    """A `test.ping` event for this endpoint alone, and its delivery, due now: the way to
+    check a receiver (its URL, its signature check) before real events reach it."""
+    endpoint = get_endpoint(session, organization_id, endpoint_id)
+    if endpoint.status != EndpointStatus.ENABLED:
+        raise Conflict(
+            f"The endpoint is {endpoint.status}: enable it before pinging it",
+            {"status": endpoint.status},
+        )
+    subject = Subject(organization_id, "webhook_endpoint", endpoint.id)
+    event = append(session, EventType.TEST_PING, subject, {"endpointId": endpoint.id})
+    session.flush()
+    return _new_delivery(session, endpoint, event, now)
 
 
 def deliveries_query(
