@@ -228,6 +228,11 @@ def prepare_with_retries(
         if preparation is None:
             raise _Lost
         return preparation
+    return _unavailable(last, settings)
+
+
+def _unavailable(last: PlatformError | None, settings: Settings) -> _Failure:
+    """Every try failed transiently: nothing was published, the platform was just not there."""
     return _Failure(
         "PLATFORM_UNAVAILABLE",
         f"The platform kept failing after {settings.platform_max_tries} tries: {last}",
@@ -330,11 +335,7 @@ def publish_with_retries(
         return _outcome_unknown(last.platform_code if last else None)
     if found is not None:
         return found
-    return _Failure(
-        "PLATFORM_UNAVAILABLE",
-        f"The platform kept failing after {settings.platform_max_tries} tries: {last}",
-        last.platform_code if last else None,
-    )
+    return _unavailable(last, settings)
 
 
 def _renew_handle(prepared: Prepared, pub: Publication, settings: Settings, lease: _Lease) -> None:
