@@ -264,6 +264,28 @@ def _cmd_accounts_connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_accounts_disconnect(args: argparse.Namespace) -> int:
+    from cli.posts import login_name
+    from shared.accounts.accounts import disconnect_account
+
+    if not args.reason.strip():
+        return _fail("--reason must say why (it is kept on every canceled post)")
+    try:
+        done = disconnect_account(args.account, args.reason, operator=args.operator or login_name())
+    except PublisherError as exc:
+        return _fail(exc.message)
+    _emit(
+        {
+            "id": done.account.id,
+            "status": done.account.status,
+            "canceled": done.canceled,
+            "completing": done.completing,
+        },
+        args.json,
+    )
+    return 0
+
+
 def _cmd_accounts_reencrypt(args: argparse.Namespace) -> int:
     from shared.accounts.credentials import CredentialsUnreadable, reencrypt_all
     from shared.kit.db import transaction
@@ -682,6 +704,18 @@ def build_parser() -> argparse.ArgumentParser:
         "TIKTOK_API_URL)",
     )
     connect.add_argument("--json", action="store_true")
+    disconnect = accounts.add_parser(
+        "disconnect",
+        help="disconnect an account: every post of it not yet at its platform is canceled",
+    )
+    disconnect.add_argument("--account", required=True, help="the social account's id (sa_…)")
+    disconnect.add_argument(
+        "--reason", required=True, help="kept on the account and on each canceled post"
+    )
+    disconnect.add_argument(
+        "--operator", default=None, help="who disconnects it (default: the login name)"
+    )
+    disconnect.add_argument("--json", action="store_true")
     reencrypt = accounts.add_parser(
         "reencrypt", help="seal every account's credentials anew with the first CREDENTIAL_KEYS key"
     )
@@ -747,6 +781,7 @@ HANDLERS = {
     ("tenants", "create"): _cmd_tenants_create,
     ("accounts", "connect"): _cmd_accounts_connect,
     ("accounts", "reencrypt"): _cmd_accounts_reencrypt,
+    ("accounts", "disconnect"): _cmd_accounts_disconnect,
     **posts_cli.HANDLERS,
     ("keys", "create"): _cmd_keys_create,
     ("keys", "revoke"): _cmd_keys_revoke,

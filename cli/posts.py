@@ -393,13 +393,13 @@ def _settle_inputs(args: argparse.Namespace) -> str:
         longest = getattr(column.type, "length", None)
         if value is not None and longest is not None and len(value) > longest:
             raise Refused(f"{flag} is longer than {longest} characters", 2)
-    operator = (args.operator or _login_name()).strip()
+    operator = (args.operator or login_name()).strip()
     if not operator or len(operator) > MAX_OPERATOR:
         raise Refused(f"--operator must be 1 to {MAX_OPERATOR} characters", 2)
     return str(operator)
 
 
-def _login_name() -> str:
+def login_name() -> str:
     """Who runs the command, when --operator does not say: the event log keeps it."""
     try:
         return getpass.getuser()

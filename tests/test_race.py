@@ -11,7 +11,8 @@ race still passes without the locks, and the TikTok HTTP race fails in about hal
 timeout plus the margin, so the worker renews (and so re-checks its token) just before
 `media_publish` or `init`, a second guard that leaves the lock only the few milliseconds
 between that renewal and the point of no return; the transition races' 60 s lease leaves
-that guard out."""
+that guard out. The disconnect race, with the locks of `cancel_for_account` and the
+worker's transitions out, reports 18-28 uploads after the disconnect canceled their post."""
 
 from __future__ import annotations
 
@@ -536,3 +537,58 @@ def test_http_cancels_race_real_workers_on_tiktok(stack: Stack, api: httpx.Clien
     )
     assert claimed, "no cancel landed during a creator check"
     assert lost, "no cancel lost to an init; the race did not race"
+
+
+def test_a_disconnect_races_the_claims_of_its_account_s_posts(tenant: TenantFixture) -> None:
+    """120 due posts of one account, each delivered twice to racing workers, and the
+    account disconnected in the middle: every post the disconnect canceled never reaches the
+    platform, every other one completes, once (the checker counts each canceled post as a
+    cancel answered 200 when the disconnect committed)."""
+    from shared.accounts.accounts import disconnect_account
+
+    n = 120
+    ledger = Ledger()
+    batch = _queued_posts(tenant, n)
+    rng = random.Random(13)
+    outcomes: Counter[str] = Counter()
+    timing: dict[str, float] = {}
+
+    def worker(post_id: str, token: int, i: int) -> None:
+        r = random.Random(f"{post_id}:{i}")
+        outcomes[_worker_side(post_id, token, f"w{i}", ledger, r)] += 1
+
+    def disconnect() -> list[str]:
+        # In the thick of it: once a third have gone out, while workers hold claims.
+        wait_until(lambda: len(ledger.uploads) >= n // 3, 30, interval=0.001, what="uploads")
+        time.sleep(rng.uniform(0, 0.01))
+        timing["sent"] = time.time()
+        done = disconnect_account(tenant.accounts["tiktok"], "account revoked", operator="race")
+        timing["answered"] = time.time()
+        return done.canceled
+
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        cut = pool.submit(disconnect)
+        futures = [pool.submit(worker, pid, tok, i) for pid, tok in batch for i in range(2)]
+        for f in futures:
+            f.result()
+        canceled = cut.result()
+    history = History()
+    for pid in canceled:
+        history.record(
+            Call("cancel", pid, timing["sent"], timing["answered"], 200, reason="account revoked")
+        )
+    history.ledger = [
+        LedgerEntry(pid, f"ext-{pid}", at) for pid, times in ledger.uploads.items() for at in times
+    ]
+    ids = [pid for pid, _ in batch]
+    read_state(history, ids, TEST_DATABASE_URL)
+    _assert_invariants(history)
+    statuses = Counter(p.status for p in history.posts.values())
+    print(f"\ndisconnect raced {n} posts: {dict(statuses)}; worker outcomes {dict(outcomes)}")
+    assert canceled, "the disconnect canceled nothing: it came after every upload"
+    assert _won_after_claim(set(canceled)), "no post was canceled between claim and upload"
+    assert statuses["published"], "nothing was published before the disconnect: no race"
+    assert set(statuses) <= {"published", "canceled", "failed"}
+    # Posts the workers reached after the disconnect failed without calling the platform.
+    failed = [p for p in history.posts.values() if p.status == "failed"]
+    assert all(p.last_error_code == "ACCOUNT_DISCONNECTED" for p in failed), failed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -15,8 +16,8 @@ from shared.accounts.credentials import Credentials, seal
 from shared.events import EventType, account_event
 from shared.kit import ids
 from shared.kit.clock import utcnow
-from shared.kit.db import transaction
-from shared.kit.errors import NotFound, Unavailable, Validation
+from shared.kit.db import Tx, run_in_transaction, transaction
+from shared.kit.errors import Conflict, NotFound, Unavailable, Validation
 from shared.kit.settings import Settings, get_settings
 from shared.models import (
     INSTAGRAM_ADAPTER,
@@ -335,3 +336,50 @@ def accounts_query(
     if after is not None:
         q = q.where(tuple_(SocialAccount.created_at, SocialAccount.id) > tuple_(after[0], after[1]))
     return q.order_by(SocialAccount.created_at, SocialAccount.id)
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """A disconnect's result: the account, the posts it canceled (their wire ids), and how
+    many of its posts were past the point of no return and will complete."""
+
+    account: SocialAccount
+    canceled: list[str]
+    completing: int
+
+
+def disconnect_account(
+    account_id: str, reason: str, *, operator: str, now: datetime | None = None
+) -> Disconnected:
+    """Disconnect an account, in one transaction: under its row lock it becomes
+    `disconnected` (a `social_account.revoked` event), and every post of it that has not
+    reached its platform is canceled as a cancel would (each with its `post.canceled`
+    event and the reason), so none of them is ever uploaded after this commits. Posts whose
+    upload started complete. The canceled posts' tasks are revoked after commit. Retried
+    if PostgreSQL rolls it back to break a deadlock with a worker's point of no return."""
+    from shared.events import Actor
+    from shared.publishing import posts, tasks
+
+    now = now or utcnow()
+
+    def work(tx: Tx) -> Disconnected:
+        account = tx.session.scalars(
+            select(SocialAccount).where(SocialAccount.id == account_id).with_for_update()
+        ).one_or_none()
+        if account is None:
+            raise NotFound(f"no social account {account_id}")
+        if account.status == AccountStatus.DISCONNECTED:
+            raise Conflict(f"{account_id} is already disconnected", {"status": account.status})
+        actor = Actor(account.organization_id, None, f"cli:{operator}")
+        account.status = AccountStatus.DISCONNECTED.value
+        account.status_reason = reason[:500]
+        account_event(tx.session, EventType.ACCOUNT_REVOKED, account, actor=actor, reason=reason)
+        done = posts.cancel_for_account(tx.session, actor, account.id, reason, now=now)
+        for canceled in done.canceled:
+            if canceled.revoke_task_id:
+                tx.after_commit(partial(tasks.revoke, canceled.revoke_task_id))
+        tx.session.flush()
+        tx.session.refresh(account)
+        return Disconnected(account, [c.post.public_id for c in done.canceled], done.completing)
+
+    return run_in_transaction(work)

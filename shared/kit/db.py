@@ -112,7 +112,9 @@ T = TypeVar("T")
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """A lost or refused connection (server restart, pg_terminate_backend), not a bad query."""
+    """A lost or refused connection (server restart, pg_terminate_backend), not a bad query;
+    also a transaction PostgreSQL rolled back to break a deadlock (psycopg's
+    TransactionRollback is an OperationalError), which is as safe to run again."""
     return isinstance(exc, OperationalError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )

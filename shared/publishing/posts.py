@@ -28,6 +28,7 @@ from shared.models import (
     INSTAGRAM_ADAPTER,
     SANDBOX_ADAPTER,
     TERMINAL,
+    AccountStatus,
     ContentContainer,
     Mode,
     PostStatus,
@@ -115,7 +116,8 @@ def schedule(
     accounts = {
         a.id: a
         for a in session.scalars(
-            select(SocialAccount).where(
+            select(SocialAccount)
+            .where(
                 SocialAccount.id.in_(
                     [i for i in account_ids if ids.is_valid(i, ids.SOCIAL_ACCOUNT)]
                 ),
@@ -124,6 +126,9 @@ def schedule(
                 # A `test` key reaches sandbox-bound accounts only; others look absent.
                 SocialAccount.adapter == SANDBOX_ADAPTER if sandbox_only else true(),
             )
+            # Shared: a disconnect (which takes the row for update) waits for this schedule's
+            # commit, then cancels its posts too; a schedule after it sees `disconnected`.
+            .with_for_update(read=True)
         )
     }
     wanted_ids = [t.scheduled_post_id for t in targets if t.scheduled_post_id]
@@ -151,6 +156,13 @@ def schedule(
                 {
                     "path": f"{path}.socialAccountId",
                     "message": "No such social account in this content's project",
+                }
+            )
+        elif accounts[t.social_account_id].status == AccountStatus.DISCONNECTED:
+            issues.append(
+                {
+                    "path": f"{path}.socialAccountId",
+                    "message": "This social account is disconnected: connect it again first",
                 }
             )
         elif t.social_account_id in seen_accounts:
@@ -255,7 +267,15 @@ def cancel(
     token, so any task still in flight does nothing. The caller revokes the old task after
     commit, as a courtesy.
     """
-    post = _lock_post(session, actor.organization_id, post_id)
+    return _cancel_locked(
+        session, actor, _lock_post(session, actor.organization_id, post_id), reason, now
+    )
+
+
+def _cancel_locked(
+    session: Session, actor: Actor, post: ScheduledPost, reason: str | None, now: datetime
+) -> Canceled:
+    """`cancel` on a post whose row lock this transaction holds."""
     if post.status in TERMINAL:
         return Canceled(CancelResult.TERMINAL, post, None, post.status)
     if post.upload_started_at is not None:
@@ -273,6 +293,38 @@ def cancel(
         session, EventType.POST_CANCELED, post, actor=actor, reason=reason, previous=previous
     )
     return Canceled(CancelResult.WON, post, old_task, previous)
+
+
+@dataclass(frozen=True)
+class AccountCanceled:
+    """What disconnecting an account did to its posts: the ones canceled (each as a won
+    cancel), and how many were past the point of no return and will complete."""
+
+    canceled: list[Canceled]
+    completing: int
+
+
+def cancel_for_account(
+    session: Session, actor: Actor, account_id: str, reason: str, *, now: datetime
+) -> AccountCanceled:
+    """Cancel every post of an account that has not reached its platform, under each row's
+    lock (taken in id order), as a cancel would: `queued`, or `publishing` before the upload
+    started. Posts whose upload started are left to complete. The caller holds the account's
+    row lock and has marked it disconnected, so no new post joins it meanwhile."""
+    rows = session.scalars(
+        select(ScheduledPost)
+        .where(
+            ScheduledPost.social_account_id == account_id,
+            ScheduledPost.status.in_([PostStatus.QUEUED, PostStatus.PUBLISHING]),
+        )
+        .order_by(ScheduledPost.id)
+        .with_for_update()
+    ).all()
+    done = [_cancel_locked(session, actor, post, reason, now) for post in rows]
+    return AccountCanceled(
+        [d for d in done if d.result == CancelResult.WON],
+        sum(d.result == CancelResult.LOST_TO_UPLOAD for d in done),
+    )
 
 
 @dataclass(frozen=True)
