@@ -658,29 +658,18 @@ def dispatch_once() -> int:
     settings = get_settings()
 
     def tick(tx: Tx) -> int:
-        due = posts.dispatch_due(
-            tx.session,
-            now=utcnow(),
-            horizon=timedelta(seconds=settings.dispatch_horizon_s),
-            grace=timedelta(seconds=settings.redispatch_grace_s),
-            limit=settings.dispatch_batch,
-        )
+        # One instant and one grace for the three sweeps: due posts, lost polls, lost
+        # webhook deliveries.
+        now, limit = utcnow(), settings.dispatch_batch
+        grace = timedelta(seconds=settings.redispatch_grace_s)
+        horizon = timedelta(seconds=settings.dispatch_horizon_s)
+        due = posts.dispatch_due(tx.session, now=now, horizon=horizon, grace=grace, limit=limit)
+        polls = posts.rearm_lost_polls(tx.session, now=now, grace=grace, limit=limit)
+        lost = deliveries.rearm_lost(tx.session, now=now, grace=grace, limit=limit)
         for d in due:
             tx.after_commit(partial(send_publish, d))
-        polls = posts.rearm_lost_polls(
-            tx.session,
-            now=utcnow(),
-            grace=timedelta(seconds=settings.redispatch_grace_s),
-            limit=settings.dispatch_batch,
-        )
         for poll in polls:
             tx.after_commit(partial(send_poll, poll))
-        lost = deliveries.rearm_lost(
-            tx.session,
-            now=utcnow(),
-            grace=timedelta(seconds=settings.redispatch_grace_s),
-            limit=settings.dispatch_batch,
-        )
         for job in lost:
             tx.after_commit(partial(send_delivery, job))
         return len(due) + len(polls) + len(lost)
