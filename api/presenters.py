@@ -7,10 +7,12 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from shared.kit.clock import iso
+from shared.content.approval import Policy
+from shared.kit.clock import format_duration, iso
 from shared.models import (
     ContentContainer,
     ScheduledPost,
+    ScheduleIntent,
     SocialAccount,
     WebhookAttempt,
     WebhookDelivery,
@@ -54,13 +56,48 @@ def post_body(post: ScheduledPost) -> dict[str, Any]:
 
 def container_body(container: ContentContainer) -> dict[str, Any]:
     """The content container resource."""
+    approval = None
+    if container.approval_required:
+        decision = {"pending_approval": "pending", "completed": "approved"}
+        approval = {
+            "status": decision.get(container.status, container.status),
+            "decidedAt": iso(container.decided_at),
+            "auto": container.auto_approved,
+            "reason": container.decision_reason,
+        }
     return {
         "id": container.id,
         "projectId": container.project_id,
         "status": container.status,
         "caption": container.caption,
         "media": container.media,
+        "approval": approval,
         "createdAt": iso(container.created_at),
+    }
+
+
+def policy_body(policy: Policy) -> dict[str, Any]:
+    """A project's approval policy."""
+    after = policy.auto_approve_after
+    return {
+        "requiresApproval": policy.requires_approval,
+        "firstNPostsBlocked": policy.first_n_blocked,
+        "autoApproveAfter": format_duration(after) if after is not None else None,
+    }
+
+
+def intent_body(intent: ScheduleIntent) -> dict[str, Any]:
+    """A schedule intent: the saved request, and what became of it."""
+    return {
+        "id": intent.id,
+        "containerId": intent.container_id,
+        "status": intent.status,
+        "scheduledFor": iso(intent.scheduled_for),
+        "targets": intent.targets,
+        "scheduledPostIds": list(intent.scheduled_post_ids or []),
+        "lastError": intent.last_error,
+        "createdAt": iso(intent.created_at),
+        "updatedAt": iso(intent.updated_at),
     }
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal, get_args
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -11,13 +11,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from shared.events import DELIVERABLE
-from shared.kit.clock import ceil_second
+from shared.kit.clock import ceil_second, parse_duration
 from shared.kit.netcheck import is_public_host
 from shared.kit.settings import get_settings
 
@@ -68,13 +70,58 @@ class MediaOut(BaseModel):
     type: str
 
 
+class ApprovalOut(BaseModel):
+    """The approval a container needed under its project's policy, and its decision."""
+
+    status: Literal["pending", "approved", "rejected"]
+    decidedAt: str | None
+    # True when the policy's `autoApproveAfter` approved it, not a caller.
+    auto: bool
+    reason: str | None
+
+
 class ContainerOut(BaseModel):
     id: str
     projectId: str
-    status: Literal["completed"]
+    status: Literal["pending_approval", "completed", "rejected"]
     caption: str
     media: list[MediaOut]
+    # None for content its project's policy never held for approval.
+    approval: ApprovalOut | None
     createdAt: str
+
+
+def _duration(value: str) -> str:
+    delay = parse_duration(value)
+    if not MIN_AUTO_APPROVE <= delay <= MAX_AUTO_APPROVE:
+        raise ValueError("must be between PT1S and P90D")
+    return value
+
+
+MIN_AUTO_APPROVE: Final = timedelta(seconds=1)
+MAX_AUTO_APPROVE: Final = timedelta(days=90)
+Duration = Annotated[
+    Text,
+    StringConstraints(max_length=40),
+    AfterValidator(_duration),
+    Field(description="An ISO 8601 duration, PT1S..P90D: `PT2H`, `P1D`, `P1DT12H`, `P2W`."),
+]
+
+
+class ApprovalPolicyIn(Wire):
+    requires_approval: StrictBool = False
+    first_n_posts_blocked: Annotated[StrictInt, Field(ge=0, le=50)] = 0
+    auto_approve_after: Duration | None = None
+
+
+class ApprovalPolicyOut(BaseModel):
+    requiresApproval: bool
+    firstNPostsBlocked: int
+    autoApproveAfter: str | None
+
+
+class DecisionIn(Wire):
+    reason: Annotated[Text, StringConstraints(max_length=1024)] | None = None
 
 
 class TargetIn(Wire):
@@ -126,6 +173,43 @@ class RescheduleIn(Wire):
 
 class CancelIn(Wire):
     reason: Annotated[Text, StringConstraints(max_length=1024)] | None = None
+
+
+class IntentTargetOut(BaseModel):
+    socialAccountId: str
+    mode: Literal["publish", "draft"]
+    scheduledPostId: str | None
+    captionOverride: str | None
+    firstCommentOverride: str | None
+
+
+class ScheduleIntentOut(BaseModel):
+    """A schedule of content awaiting approval, saved until the decision."""
+
+    id: str
+    containerId: str
+    status: Literal["blocked", "promoted", "canceled", "rejected", "failed"]
+    scheduledFor: str
+    targets: list[IntentTargetOut]
+    # The posts it became once approved (`promoted`).
+    scheduledPostIds: list[str]
+    # Why an approved intent made no post (`failed`): the schedule's error, as it would be.
+    lastError: dict[str, Any] | None
+    createdAt: str
+    updatedAt: str
+
+
+class ScheduleIntentList(BaseModel):
+    items: list[ScheduleIntentOut]
+    nextCursor: str | None
+
+
+class BlockedOnApproval(BaseModel):
+    """202 of a schedule of content awaiting approval: the intent saved."""
+
+    gateStatus: Literal["blocked_on_approval"]
+    containerId: str
+    intent: ScheduleIntentOut
 
 
 class LastError(BaseModel):
@@ -202,6 +286,8 @@ EventTypeName = Literal[
     "post.published",
     "post.failed",
     "post.canceled",
+    "content.approved",
+    "content.rejected",
     "social_account.connected",
     "social_account.needs_reauth",
     "social_account.revoked",

@@ -53,6 +53,15 @@ class EventType(StrEnum):
     ACCOUNT_CONNECTED = "social_account.connected"
     ACCOUNT_NEEDS_REAUTH = "social_account.needs_reauth"
     ACCOUNT_REVOKED = "social_account.revoked"
+    # Content under a project's approval policy, and the schedules saved while it waits.
+    CONTENT_APPROVED = "content.approved"
+    CONTENT_REJECTED = "content.rejected"
+    APPROVAL_POLICY_UPDATED = "project.approval_policy_updated"
+    INTENT_SAVED = "schedule_intent.saved"
+    INTENT_PROMOTED = "schedule_intent.promoted"
+    INTENT_CANCELED = "schedule_intent.canceled"
+    INTENT_REJECTED = "schedule_intent.rejected"
+    INTENT_FAILED = "schedule_intent.failed"
     # Sent on demand to one endpoint (`POST /v1/webhook-endpoints/:id/ping`), never subscribed.
     TEST_PING = "test.ping"
 
@@ -64,6 +73,8 @@ DELIVERABLE: Final = frozenset(
         EventType.POST_PUBLISHED,
         EventType.POST_FAILED,
         EventType.POST_CANCELED,
+        EventType.CONTENT_APPROVED,
+        EventType.CONTENT_REJECTED,
         EventType.ACCOUNT_CONNECTED,
         EventType.ACCOUNT_NEEDS_REAUTH,
         EventType.ACCOUNT_REVOKED,

@@ -90,11 +90,20 @@ class Organization(Base):
 
 class Project(Base):
     __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("approval_first_n BETWEEN 0 AND 50", name="approval_first_n"),
+        CheckConstraint("auto_approve_after_s > 0", name="auto_approve_after_s"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
+    # The approval policy (shared/content/approval.py): every new container waits for a
+    # decision, or only the project's first N; undecided ones are approved after the delay.
+    approval_required: Mapped[bool] = mapped_column(default=False, server_default="false")
+    approval_first_n: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    auto_approve_after_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):
@@ -154,16 +163,77 @@ class SocialAccount(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class ContainerStatus(enum.StrEnum):
+    PENDING_APPROVAL = "pending_approval"  # under the project's approval policy, undecided
+    COMPLETED = "completed"  # ready to schedule: never gated, or approved
+    REJECTED = "rejected"  # final: it is never scheduled
+
+
 class ContentContainer(Base):
     __tablename__ = "content_containers"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending_approval', 'completed', 'rejected')", name="status"),
+        # The dispatcher's auto-approval sweep reads only undecided containers.
+        Index(
+            "ix_content_containers_pending",
+            "created_at",
+            postgresql_where=text("status = 'pending_approval'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="completed")
+    status: Mapped[str] = mapped_column(String(16), default=ContainerStatus.COMPLETED.value)
     caption: Mapped[str] = mapped_column(Text)
     media: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
+    # Set when it started `pending_approval`; the decision and who made it (a key id, or
+    # None with `auto_approved` for the policy's delay) once decided.
+    approval_required: Mapped[bool] = mapped_column(default=False, server_default="false")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    auto_approved: Mapped[bool] = mapped_column(default=False, server_default="false")
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class IntentStatus(enum.StrEnum):
+    BLOCKED = "blocked"  # waiting for its content's approval
+    PROMOTED = "promoted"  # approved: its posts exist (`scheduled_post_ids`)
+    CANCELED = "canceled"  # by the caller, before the approval
+    REJECTED = "rejected"  # its content was rejected
+    FAILED = "failed"  # approved, but its targets no longer schedule (`last_error`)
+
+
+class ScheduleIntent(Base):
+    """A schedule of content still awaiting approval: the request, kept until the decision
+    turns it into posts (all of its targets, or none) or ends it."""
+
+    __tablename__ = "schedule_intents"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('blocked', 'promoted', 'canceled', 'rejected', 'failed')", name="status"
+        ),
+        Index("ix_schedule_intents_container", "container_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    container_id: Mapped[str] = mapped_column(ForeignKey("content_containers.id"))
+    status: Mapped[str] = mapped_column(String(16), default=IntentStatus.BLOCKED.value)
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The request's targets, as the schedule call took them (camelCase wire names).
+    targets: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    # A `test` key's intent reaches sandbox accounts only, when promoted as when saved.
+    sandbox_only: Mapped[bool] = mapped_column(default=False)
+    actor_key_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    scheduled_post_ids: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
 
 
 class ScheduledPost(Base):

@@ -77,6 +77,40 @@ def upload(client: Any, tenant: TenantFixture, caption: str = "hello world") -> 
     return str(r.json()["id"])
 
 
+def set_policy(client: Any, tenant: TenantFixture, **policy: Any) -> dict[str, Any]:
+    """PUT the project's approval policy (camelCase fields); returns what the API answered."""
+    r = client.put(
+        f"/v1/projects/{tenant.project_id}/approval-policy", headers=tenant.headers, json=policy
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def pending_upload(client: Any, tenant: TenantFixture, caption: str = "for review") -> str:
+    """A container awaiting approval; the project's policy is left off again afterwards."""
+    set_policy(client, tenant, requiresApproval=True)
+    try:
+        return upload(client, tenant, caption)
+    finally:
+        set_policy(client, tenant)
+
+
+def blocked_intent(
+    client: Any, tenant: TenantFixture, container_id: str, when: str, accounts: list[str] | None
+) -> dict[str, Any]:
+    """Schedule content awaiting approval: the 202's saved intent."""
+    targets = [{"socialAccountId": a} for a in (accounts or [tenant.accounts["tiktok"]])]
+    r = client.post(
+        f"/v1/content/{container_id}/schedule",
+        headers=tenant.headers,
+        json={"scheduledFor": when, "targets": targets},
+    )
+    assert r.status_code == 202, r.text
+    intent: dict[str, Any] = r.json()["intent"]
+    return intent
+
+
 def at(seconds: float) -> str:
     """An ISO 8601 UTC time `seconds` from now, with milliseconds."""
     return iso_ms(utcnow() + timedelta(seconds=seconds))

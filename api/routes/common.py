@@ -52,9 +52,11 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the envelope on each listed status (401/403/422/500 always)."""
     text = {
         401: "Missing, malformed, unknown or revoked key (UNAUTHENTICATED)",
-        403: "The key lacks this endpoint's scope (FORBIDDEN_SCOPE)",
+        403: "The key lacks this endpoint's scope (FORBIDDEN_SCOPE); publish-now of content "
+        "awaiting approval (APPROVAL_REQUIRED)",
         404: "No such object in the caller's organization (NOT_FOUND)",
-        409: "The object's state forbids the change (CONFLICT, IDEMPOTENCY_CONFLICT)",
+        409: "The object's state forbids the change (CONFLICT, IDEMPOTENCY_CONFLICT); the "
+        "content was rejected (CONTENT_REJECTED)",
         413: "The request body is over the size cap (PAYLOAD_TOO_LARGE)",
         422: "Bad input (VALIDATION); details.issues lists {path, message}",
         429: "Over the key's rate limit (RATE_LIMITED)",

@@ -10,9 +10,10 @@ from pydantic import AwareDatetime
 
 from api import pagination
 from api.deps import Principal, ReadSession, require
-from api.presenters import json_response, post_body
+from api.presenters import intent_body, json_response, post_body
 from api.routes.common import IdempotencyKey, errors, run_mutation
 from api.schemas import (
+    BlockedOnApproval,
     CanceledOut,
     CancelIn,
     PublishIn,
@@ -22,14 +23,16 @@ from api.schemas import (
     ScheduledPostOut,
     ScheduledPostsCreated,
     ScheduleIn,
+    ScheduleIntentList,
+    ScheduleIntentOut,
     TargetIn,
     Text,
 )
-from shared.content import containers
+from shared.content import approval, containers
 from shared.kit.clock import iso, utcnow
 from shared.kit.db import Tx
 from shared.kit.errors import Conflict, Validation
-from shared.models import Mode, PostStatus, ScheduledPost
+from shared.models import Mode, PostStatus, ScheduledPost, ScheduleIntent
 from shared.publishing import posts, usecases
 from shared.publishing.posts import CancelResult
 
@@ -49,7 +52,14 @@ def _targets(targets: list[TargetIn]) -> list[posts.Target]:
     ]
 
 
-def _created(created: list[ScheduledPost]) -> Response:
+def _created(created: list[ScheduledPost] | ScheduleIntent) -> Response:
+    if isinstance(created, ScheduleIntent):
+        body = {
+            "gateStatus": "blocked_on_approval",
+            "containerId": created.container_id,
+            "intent": intent_body(created),
+        }
+        return json_response(body, 202)
     return json_response({"items": [post_body(p) for p in created]}, 201)
 
 
@@ -57,7 +67,15 @@ def _created(created: list[ScheduledPost]) -> Response:
     "/content/{containerId}/schedule",
     status_code=201,
     response_model=ScheduledPostsCreated,
-    responses=errors(404, 409, 413),
+    responses={
+        202: {
+            "model": BlockedOnApproval,
+            "description": "The content awaits approval: the schedule is saved as a blocked "
+            "intent, and its approval makes the posts (at `scheduledFor`, or 30 s after the "
+            "approval if that is later)",
+        },
+        **errors(404, 409, 413),
+    },
 )
 def schedule(
     containerId: str,
@@ -66,7 +84,10 @@ def schedule(
     principal: Annotated[Principal, Depends(require("publish:write"))],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Queue the content for each target at `scheduledFor`; all targets or none. Idempotent."""
+    """Queue the content for each target at `scheduledFor`; all targets or none. Idempotent.
+
+    Content awaiting approval answers 202 with the saved intent; rejected content is 409
+    CONTENT_REJECTED."""
     now = utcnow()
 
     def work(tx: Tx) -> Response:
@@ -98,7 +119,10 @@ def publish_now(
     principal: Annotated[Principal, Depends(require("publish:write"))],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    """Publish now: due in 30 s, the caller's window to cancel a mistaken publish. Idempotent."""
+    """Publish now: due in 30 s, the caller's window to cancel a mistaken publish. Idempotent.
+
+    Content awaiting approval is 403 APPROVAL_REQUIRED (nothing saved); rejected content is
+    409 CONTENT_REJECTED."""
     now = utcnow()
 
     def work(tx: Tx) -> Response:
@@ -224,3 +248,57 @@ def cancel(
             "canceledAt": iso(done.post.canceled_at),
         }
     )
+
+
+@router.get("/schedule-intents/{intentId}", response_model=ScheduleIntentOut, responses=errors(404))
+def get_schedule_intent(
+    intentId: str,
+    session: ReadSession,
+    principal: Annotated[Principal, Depends(require("publish:read"))],
+) -> Response:
+    """One schedule intent: a schedule of content awaiting approval, and what became of it."""
+    return json_response(
+        intent_body(approval.get_intent(session, principal.organization_id, intentId))
+    )
+
+
+@router.get(
+    "/content/{containerId}/schedule-intents",
+    response_model=ScheduleIntentList,
+    responses=errors(404),
+)
+def list_schedule_intents(
+    containerId: str,
+    session: ReadSession,
+    principal: Annotated[Principal, Depends(require("publish:read"))],
+    cursor: pagination.Cursor = None,
+    limit: pagination.Limit = pagination.DEFAULT_LIMIT,
+) -> Response:
+    """A container's schedule intents, oldest first."""
+    containers.get_container(session, principal.organization_id, containerId)
+    return pagination.listing(
+        session,
+        lambda after: approval.intents_query(principal.organization_id, containerId, after),
+        cursor,
+        limit,
+        key=lambda i: (i.created_at, i.id),
+        render=intent_body,
+    )
+
+
+@router.delete(
+    "/schedule-intents/{intentId}",
+    response_model=ScheduleIntentOut,
+    responses=errors(404, 409, 413),
+)
+def cancel_schedule_intent(
+    intentId: str,
+    principal: Annotated[Principal, Depends(require("publish:write"))],
+    body: Annotated[CancelIn | None, Body()] = None,
+) -> Response:
+    """Cancel a `blocked` intent: its content's approval then makes no post of it. Once
+    promoted it is 409 CONFLICT with `details.scheduledPostIds`: cancel those posts."""
+    intent = usecases.cancel_intent(
+        principal.actor(), intentId, body.reason if body else None, now=utcnow()
+    )
+    return json_response(intent_body(intent))

@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.kit import ids
 from shared.kit.errors import NotFound
 from shared.models import (
+    ContainerStatus,
     ContentContainer,
     Project,
 )
@@ -49,6 +51,39 @@ def get_container(session: Session, organization_id: str, container_id: str) -> 
     return get_owned(session, ContentContainer, ids.CONTAINER, organization_id, container_id)
 
 
+def lock_container(
+    session: Session, organization_id: str, container_id: str, *, share: bool = False
+) -> ContentContainer:
+    """The container under its row lock until commit (shared with `share`: a schedule reads
+    its approval state; a decision takes it for update), or NotFound."""
+    if ids.is_valid(container_id, ids.CONTAINER):
+        found = session.scalars(
+            select(ContentContainer)
+            .where(
+                ContentContainer.id == container_id,
+                ContentContainer.organization_id == organization_id,
+            )
+            .with_for_update(read=share)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if found is not None:
+            return found
+    raise NotFound("Content container not found")
+
+
+def awaits_approval(session: Session, project: Project) -> bool:
+    """Whether a container made now in this project starts `pending_approval`: always under
+    `requiresApproval`, else while the project holds fewer than `firstNPostsBlocked`
+    containers. Two uploads at once may both count the same N-1: both then wait, one more
+    than the policy asks, never one fewer."""
+    if project.approval_required:
+        return True
+    if project.approval_first_n == 0:
+        return False
+    made = session.scalar(select(func.count()).where(ContentContainer.project_id == project.id))
+    return (made or 0) < project.approval_first_n
+
+
 def media_type(url: str, declared: str | None) -> str:
     """The declared media type, else a guess from the URL's suffix."""
     if declared:
@@ -65,12 +100,15 @@ def create_container(
     *,
     now: datetime,
 ) -> ContentContainer:
-    """Store caption and media references as a `completed` container."""
+    """Store caption and media references as a container: `completed`, or
+    `pending_approval` under the project's approval policy."""
+    gated = awaits_approval(session, project)
     container = ContentContainer(
         id=ids.new_id(ids.CONTAINER),
         organization_id=project.organization_id,
         project_id=project.id,
-        status="completed",
+        status=(ContainerStatus.PENDING_APPROVAL if gated else ContainerStatus.COMPLETED).value,
+        approval_required=gated,
         caption=caption,
         media=[{"url": url, "type": media_type(url, kind)} for url, kind in media],
         created_at=now,

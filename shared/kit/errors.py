@@ -33,6 +33,13 @@ class ForbiddenScope(PublisherError):
     status = 403
 
 
+class ApprovalRequired(PublisherError):
+    """Publish-now of content still awaiting approval: nothing is saved."""
+
+    code = "APPROVAL_REQUIRED"
+    status = 403
+
+
 class NotFound(PublisherError):
     code = "NOT_FOUND"
     status = 404
@@ -40,6 +47,13 @@ class NotFound(PublisherError):
 
 class Conflict(PublisherError):
     code = "CONFLICT"
+    status = 409
+
+
+class ContentRejected(PublisherError):
+    """Content whose approval was refused: it is never scheduled."""
+
+    code = "CONTENT_REJECTED"
     status = 409
 
 

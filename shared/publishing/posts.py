@@ -111,6 +111,55 @@ def schedule(
     With `task_id_for_now` (publish-now) each post gets its task id at once, and the result
     holds the tasks to send right after commit instead of waiting for the dispatcher.
     """
+    accounts = check_targets(session, actor, container, targets, sandbox_only=sandbox_only)
+    scheduled_for = ceil_second(scheduled_for)
+    posts = []
+    for t in targets:
+        account = accounts[t.social_account_id]
+        key = ids.new_id(ids.SCHEDULED_POST)
+        post = ScheduledPost(
+            id=key,
+            public_id=t.scheduled_post_id or key,
+            organization_id=actor.organization_id,
+            project_id=container.project_id,
+            container_id=container.id,
+            social_account_id=account.id,
+            platform=account.platform,
+            mode=t.mode.value,
+            status=PostStatus.QUEUED.value,
+            scheduled_for=scheduled_for,
+            caption_override=t.caption_override,
+            first_comment_override=t.first_comment_override,
+            dispatch_version=1,
+            task_id=str(uuid.uuid4()) if task_id_for_now else None,
+            dispatched_at=now if task_id_for_now else None,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(post)
+        posts.append(post)
+    session.flush()
+    for post in posts:
+        post_event(session, EventType.POST_SCHEDULED, post, actor=actor)
+    dispatches = [
+        Dispatch(p.id, p.dispatch_version, p.task_id, p.scheduled_for)
+        for p in posts
+        if p.task_id is not None
+    ]
+    return Scheduled(posts, dispatches)
+
+
+def check_targets(
+    session: Session,
+    actor: Actor,
+    container: ContentContainer,
+    targets: list[Target],
+    *,
+    sandbox_only: bool,
+) -> dict[str, SocialAccount]:
+    """Every target's account (row-shared until commit), or Validation with every issue: the
+    checks of a schedule, also run on a schedule saved to wait for its content's approval."""
     issues: list[dict[str, str]] = []
     account_ids = [t.social_account_id for t in targets]
     accounts = {
@@ -184,43 +233,7 @@ def schedule(
             issues += _platform_issues(path, accounts[t.social_account_id], container, t)
     if issues:
         raise Validation(issues)
-
-    scheduled_for = ceil_second(scheduled_for)
-    posts = []
-    for t in targets:
-        account = accounts[t.social_account_id]
-        key = ids.new_id(ids.SCHEDULED_POST)
-        post = ScheduledPost(
-            id=key,
-            public_id=t.scheduled_post_id or key,
-            organization_id=actor.organization_id,
-            project_id=container.project_id,
-            container_id=container.id,
-            social_account_id=account.id,
-            platform=account.platform,
-            mode=t.mode.value,
-            status=PostStatus.QUEUED.value,
-            scheduled_for=scheduled_for,
-            caption_override=t.caption_override,
-            first_comment_override=t.first_comment_override,
-            dispatch_version=1,
-            task_id=str(uuid.uuid4()) if task_id_for_now else None,
-            dispatched_at=now if task_id_for_now else None,
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(post)
-        posts.append(post)
-    session.flush()
-    for post in posts:
-        post_event(session, EventType.POST_SCHEDULED, post, actor=actor)
-    dispatches = [
-        Dispatch(p.id, p.dispatch_version, p.task_id, p.scheduled_for)
-        for p in posts
-        if p.task_id is not None
-    ]
-    return Scheduled(posts, dispatches)
+    return accounts
 
 
 def _platform_issues(

@@ -21,7 +21,7 @@ from shared.kit.clock import utcnow
 from shared.kit.db import Tx, run_in_transaction
 from shared.kit.settings import Settings, get_settings
 from shared.models import AccountStatus, ScheduledPost, SocialAccount
-from shared.publishing import posts
+from shared.publishing import posts, usecases
 from shared.publishing.adapters import adapter_for, refresh_min_age, refresh_token
 from shared.publishing.platforms import (
     Accepted,
@@ -654,15 +654,17 @@ def run_poll(
 
 
 def dispatch_once() -> int:
-    """One dispatcher tick: send an ETA task for each post due within the horizon."""
+    """One dispatcher tick: approve content past its policy's delay, then send an ETA task for
+    each post due within the horizon (those approvals' posts included)."""
     settings = get_settings()
 
     def tick(tx: Tx) -> int:
-        # One instant and one grace for the three sweeps: due posts, lost polls, lost
-        # webhook deliveries.
+        # One instant and one grace for the sweeps: content to auto-approve, due posts, lost
+        # polls, lost webhook deliveries.
         now, limit = utcnow(), settings.dispatch_batch
         grace = timedelta(seconds=settings.redispatch_grace_s)
         horizon = timedelta(seconds=settings.dispatch_horizon_s)
+        approved = usecases.auto_approve(tx, now=now, limit=limit)
         due = posts.dispatch_due(tx.session, now=now, horizon=horizon, grace=grace, limit=limit)
         polls = posts.rearm_lost_polls(tx.session, now=now, grace=grace, limit=limit)
         lost = deliveries.rearm_lost(tx.session, now=now, grace=grace, limit=limit)
@@ -672,11 +674,11 @@ def dispatch_once() -> int:
             tx.after_commit(partial(send_poll, poll))
         for job in lost:
             tx.after_commit(partial(send_delivery, job))
-        return len(due) + len(polls) + len(lost)
+        return approved + len(due) + len(polls) + len(lost)
 
     sent = run_in_transaction(tick)
     if sent:
-        log.info("dispatched %d post(s)", sent)
+        log.info("dispatcher: %d task(s) sent or container(s) approved", sent)
     return sent
 
 

@@ -9,21 +9,25 @@ The worker's operations (publish, reconcile, the dispatcher and the reaper) are 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 
-from shared.content.containers import get_container
+from shared.content import approval
+from shared.content.containers import lock_container
 from shared.events import Actor
 from shared.kit import logs, metrics
 from shared.kit.clock import iso
 from shared.kit.db import Tx, transaction
-from shared.kit.errors import Validation
+from shared.kit.errors import ApprovalRequired, ContentRejected, Validation
 from shared.kit.settings import get_settings
-from shared.models import ScheduledPost
+from shared.models import ContainerStatus, ScheduledPost, ScheduleIntent
 from shared.publishing import posts, tasks
 from shared.publishing.posts import Canceled, CancelResult, Rescheduled, Target
+
+log = logging.getLogger("publisher.approval")
 
 # A reschedule must land at least 30 s ahead; this much of it absorbs the request's own transit.
 RESCHEDULE_TRANSIT_GRACE = timedelta(seconds=2)
@@ -39,6 +43,21 @@ def _unit(tx: Tx | None) -> Iterator[Tx]:
         yield own
 
 
+def _log_queued(tx: Tx, organization_id: str, created: list[ScheduledPost]) -> None:
+    for post in created:
+        tx.after_commit(
+            partial(
+                logs.transition,
+                post.id,
+                organization_id,
+                "->queued",
+                scheduledFor=iso(post.scheduled_for),
+                # The wire id, where a caller chose it: every later line names the key only.
+                publicId=post.public_id,
+            )
+        )
+
+
 def _create(
     tx: Tx,
     actor: Actor,
@@ -49,8 +68,29 @@ def _create(
     now: datetime,
     sandbox_only: bool,
     send_now: bool,
-) -> list[ScheduledPost]:
-    container = get_container(tx.session, actor.organization_id, container_id)
+) -> list[ScheduledPost] | ScheduleIntent:
+    # Shared: an approval or rejection (which takes it for update) waits for this commit and
+    # then sees the intent saved here; a schedule after the decision sees the decision.
+    container = lock_container(tx.session, actor.organization_id, container_id, share=True)
+    if container.status == ContainerStatus.REJECTED:
+        raise ContentRejected(
+            "This content was rejected and cannot be scheduled", {"status": container.status}
+        )
+    if container.status == ContainerStatus.PENDING_APPROVAL:
+        if send_now:
+            raise ApprovalRequired(
+                "This content awaits approval: approve it, or schedule it to publish once approved",
+                {"status": container.status},
+            )
+        return approval.save_intent(
+            tx.session,
+            actor,
+            container,
+            scheduled_for,
+            targets,
+            now=now,
+            sandbox_only=sandbox_only,
+        )
     scheduled = posts.schedule(
         tx.session,
         actor,
@@ -61,18 +101,7 @@ def _create(
         task_id_for_now=send_now,
         sandbox_only=sandbox_only,
     )
-    for post in scheduled.posts:
-        tx.after_commit(
-            partial(
-                logs.transition,
-                post.id,
-                actor.organization_id,
-                "->queued",
-                scheduledFor=iso(post.scheduled_for),
-                # The wire id, where a caller chose it: every later line names the key only.
-                publicId=post.public_id,
-            )
-        )
+    _log_queued(tx, actor.organization_id, scheduled.posts)
     for dispatch in scheduled.dispatches:
         tx.after_commit(partial(tasks.send_publish, dispatch))
     return scheduled.posts
@@ -87,9 +116,10 @@ def schedule_posts(
     now: datetime,
     sandbox_only: bool = False,
     tx: Tx | None = None,
-) -> list[ScheduledPost]:
+) -> list[ScheduledPost] | ScheduleIntent:
     """One `queued` post per target at `scheduled_for`, all or none; the dispatcher sends
-    each post's task shortly before its time."""
+    each post's task shortly before its time. Content awaiting approval gets a `blocked`
+    intent instead, which its approval turns into those posts."""
     skew = timedelta(seconds=get_settings().schedule_skew_s)
     if scheduled_for < now - skew:
         raise Validation.at("scheduledFor", "scheduledFor must be in the future")
@@ -116,10 +146,11 @@ def publish_now(
     tx: Tx | None = None,
 ) -> list[ScheduledPost]:
     """Posts due in PUBLISH_NOW_DELAY_S (30 s, the caller's window to cancel a mistaken
-    publish), their tasks sent as soon as the posts are committed."""
+    publish), their tasks sent as soon as the posts are committed. Content awaiting approval
+    is 403 APPROVAL_REQUIRED, and nothing is saved."""
     due = now + timedelta(seconds=get_settings().publish_now_delay_s)
     with _unit(tx) as unit:
-        return _create(
+        created = _create(
             unit,
             actor,
             container_id,
@@ -129,6 +160,8 @@ def publish_now(
             sandbox_only=sandbox_only,
             send_now=True,
         )
+        assert isinstance(created, list)  # pending content was refused
+        return created
 
 
 def reschedule_post(
@@ -166,3 +199,50 @@ def cancel_post(actor: Actor, post_id: str, reason: str | None, *, now: datetime
     if done.result == CancelResult.WON:
         logs.transition(done.post.id, actor.organization_id, done.previous_status + "->canceled")
     return done
+
+
+def decide_content(
+    actor: Actor, container_id: str, reason: str | None, *, approve: bool, now: datetime, tx: Tx
+) -> approval.Decided:
+    """Approve (promoting the content's blocked intents to posts) or reject, in the caller's
+    unit of work; the promoted posts' log lines follow the commit."""
+    decide = approval.approve if approve else approval.reject
+    done = decide(tx.session, actor, container_id, reason, now=now)
+    if done.changed:
+        _log_decided(tx, done)
+    return done
+
+
+def _log_decided(tx: Tx, done: approval.Decided) -> None:
+    container = done.container
+    line = {
+        "containerId": container.id,
+        "postOrganizationId": container.organization_id,
+        "transition": "pending_approval->" + container.status,
+        "auto": container.auto_approved,
+        "posts": len(done.posts),
+        "failedIntents": len(done.failed),
+    }
+    tx.after_commit(partial(log.info, "content decided", extra=line))
+    _log_queued(tx, container.organization_id, done.posts)
+
+
+def cancel_intent(
+    actor: Actor, intent_id: str, reason: str | None, *, now: datetime
+) -> ScheduleIntent:
+    """Cancel a blocked intent, in a transaction of its own."""
+    with transaction() as tx:
+        intent = approval.cancel_intent(tx.session, actor, intent_id, reason, now=now)
+    log.info(
+        "schedule intent canceled",
+        extra={"intentId": intent.id, "postOrganizationId": actor.organization_id},
+    )
+    return intent
+
+
+def auto_approve(tx: Tx, *, now: datetime, limit: int) -> int:
+    """The dispatcher's sweep of content past its project's `autoApproveAfter`."""
+    decided = approval.auto_approve_due(tx.session, now=now, limit=limit)
+    for done in decided:
+        _log_decided(tx, done)
+    return len(decided)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.helpers import Ctx
+from tests.api.helpers import Ctx, own_id
 from tests.factories import TenantFixture, at, schedule, upload
 
 
@@ -14,7 +14,13 @@ def foreign_ids(client: TestClient, other_tenant: TenantFixture) -> dict[str, st
     """Real ids of another organization, one per kind."""
     container = upload(client, other_tenant)
     post = schedule(client, other_tenant, container, at(600))[0]["id"]
-    return {"project": other_tenant.project_id, "container": container, "post": post}
+    return {
+        "project": other_tenant.project_id,
+        "container": container,
+        "post": post,
+        "pending": own_id(client, "pending", other_tenant),
+        "intent": own_id(client, "intent", other_tenant),
+    }
 
 
 @pytest.fixture

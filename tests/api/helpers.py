@@ -22,7 +22,14 @@ from shared.kit.db import transaction
 from shared.publishing import posts
 from shared.publishing.posts import ClaimResult
 from tests.checks import post_row as _row
-from tests.factories import TenantFixture, at, schedule, upload
+from tests.factories import (
+    TenantFixture,
+    at,
+    blocked_intent,
+    pending_upload,
+    schedule,
+    upload,
+)
 
 ALL_SCOPES = ("publish:read", "publish:write", "content:read", "content:write", "social:read")
 POST_FIELDS = {
@@ -153,9 +160,16 @@ ENDPOINTS = [
     _ep("list_posts", "GET", "/projects/{id}/scheduled-posts", "publish:read", "project"),
     _ep("reschedule", "POST", "/scheduled-posts/{id}/reschedule", "publish:write", "post"),
     _ep("cancel", "DELETE", "/scheduled-posts/{id}", "publish:write", "post"),
+    _ep("get_policy", "GET", "/projects/{id}/approval-policy", "content:read", "project"),
+    _ep("put_policy", "PUT", "/projects/{id}/approval-policy", "content:write", "project"),
+    _ep("approve", "POST", "/content/{id}/approve", "content:write", "pending"),
+    _ep("reject", "POST", "/content/{id}/reject", "content:write", "pending"),
+    _ep("list_intents", "GET", "/content/{id}/schedule-intents", "publish:read", "container"),
+    _ep("get_intent", "GET", "/schedule-intents/{id}", "publish:read", "intent"),
+    _ep("cancel_intent", "DELETE", "/schedule-intents/{id}", "publish:write", "intent"),
 ]
 BY_NAME = {e.name: e for e in ENDPOINTS}
-PREFIX = {"project": "prj", "container": "cnt", "post": "sp"}
+PREFIX = {"project": "prj", "container": "cnt", "pending": "cnt", "post": "sp", "intent": "si"}
 
 
 def _body(ep: Endpoint, tenant: TenantFixture) -> dict[str, Any] | None:
@@ -167,16 +181,31 @@ def _body(ep: Endpoint, tenant: TenantFixture) -> dict[str, Any] | None:
         "publish": {"targets": target},
         "reschedule": {"scheduledFor": at(7200)},
         "cancel": {"reason": "legal review"},
+        "put_policy": {"requiresApproval": False, "firstNPostsBlocked": 0},
+        "approve": {"reason": "looks right"},
+        "reject": {"reason": "off brand"},
+        "cancel_intent": {"reason": "not this week"},
     }
     return bodies.get(ep.name)
 
 
 def _own_id(client: TestClient, ep: Endpoint, tenant: TenantFixture) -> str:
-    """A real id of `tenant` for `ep`; mutations on posts get a fresh queued post each time."""
-    if ep.id_kind == "project":
+    """A real id of `tenant` for `ep`; mutations on posts get a fresh queued post each time,
+    decisions a fresh container awaiting approval, intents a fresh blocked one."""
+    return own_id(client, ep.id_kind, tenant)
+
+
+def own_id(client: TestClient, kind: str, tenant: TenantFixture) -> str:
+    """A fresh real id of this kind in `tenant`."""
+    if kind == "project":
         return tenant.project_id
+    if kind in ("pending", "intent"):
+        pending = pending_upload(client, tenant)
+        if kind == "pending":
+            return pending
+        return str(blocked_intent(client, tenant, pending, at(600), None)["id"])
     container = upload(client, tenant)
-    if ep.id_kind == "container":
+    if kind == "container":
         return container
     return str(schedule(client, tenant, container, at(600))[0]["id"])
 

@@ -38,7 +38,8 @@ def test_upload_creates_a_container_and_infers_media_type(
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert set(body) == {"id", "projectId", "status", "caption", "media", "createdAt"}
+    assert set(body) == {"id", "projectId", "status", "caption", "media", "approval", "createdAt"}
+    assert body["approval"] is None
     match = UUID_ID.match(body["id"])
     assert match and match["prefix"] == "cnt"
     assert body["projectId"] == tenant.project_id

@@ -70,7 +70,13 @@ def test_malformed_ids_are_not_found(
     for bad in MALFORMED_IDS:
         _error(_call(client, ep, bad, tenant.headers, tenant), 404, "NOT_FOUND")
     # A real id of the wrong kind is not found either (a container id as a post id, ...).
-    wrong_kind = {"project": "container", "container": "project", "post": "container"}
+    wrong_kind = {
+        "project": "container",
+        "container": "project",
+        "pending": "project",
+        "post": "container",
+        "intent": "post",
+    }
     real = {"project": tenant.project_id, "container": upload(client, tenant)}
     real["post"] = schedule(client, tenant, real["container"], at(600))[0]["id"]
     other_kind = real[wrong_kind[ep.id_kind]]
