@@ -22,7 +22,13 @@ from shared.publishing.platforms import (
 from shared.publishing.protocol import run_publish
 
 # The tables a request writes to: a request that failed must leave their counts as they were.
-WRITTEN_TABLES = ("content_containers", "scheduled_posts", "events", "idempotency_keys")
+WRITTEN_TABLES = (
+    "content_containers",
+    "scheduled_posts",
+    "schedule_intents",
+    "events",
+    "idempotency_keys",
+)
 
 
 def count(table: str) -> int:

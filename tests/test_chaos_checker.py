@@ -87,7 +87,7 @@ def test_3_published_without_a_platform_post() -> None:
 def test_3_external_id_mismatch_and_failed_with_a_platform_post() -> None:
     h = _clean()
     h.posts["sp_pub"] = _post("sp_pub", "published", "ext_other")
-    h.posts["sp_fail"] = _post("sp_fail", "failed", code="PLATFORM_REJECTED")
+    h.posts["sp_fail"] = _post("sp_fail", "failed", code="PLATFORM_ERROR")
     h.ledger.append(LedgerEntry("sp_fail", "ext_fail", T0))
     assert {"sp_pub", "sp_fail"} <= set(_broken(3, h).violations)
 

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from shared.kit.db import transaction
 from shared.models import ScheduledPost
 from tests.checks import WRITTEN_TABLES, counts
-from tests.factories import TenantFixture, at, schedule, upload
+from tests.factories import TenantFixture, at, blocked_intent, pending_upload, schedule, upload
 
 # Per endpoint; about 10 ms a request in-process. FUZZ_EXAMPLES=5000 for a long hunt.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
@@ -173,6 +173,8 @@ class Ctx:
     headers: dict[str, str]
     container: str
     post: str
+    pending: str  # a container awaiting approval
+    intent: str  # a blocked schedule of it
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ class Endpoint:
     """A valid request, and the places in it a hostile value may go."""
 
     method: str
-    path: str  # with {project}, {container}, {post}
+    path: str  # with {project}, {container}, {post}, {pending}, {intent}
     body: Callable[[Ctx], Any] | None
     query: tuple[str, ...] = ()
     body_slots: tuple[tuple[str | int, ...], ...] = ()
@@ -268,6 +270,61 @@ ENDPOINTS = {
         body_slots=(("reason",),),
         path_slots=("post",),
     ),
+    "get policy": Endpoint(
+        "GET", "/v1/projects/{project}/approval-policy", None, path_slots=("project",)
+    ),
+    "put policy": Endpoint(
+        "PUT",
+        "/v1/projects/{project}/approval-policy",
+        lambda c: {"requiresApproval": False, "firstNPostsBlocked": 0, "autoApproveAfter": "PT2H"},
+        body_slots=(("requiresApproval",), ("firstNPostsBlocked",), ("autoApproveAfter",)),
+        path_slots=("project",),
+    ),
+    "schedule pending": Endpoint(
+        "POST",
+        "/v1/content/{pending}/schedule",
+        lambda c: {"scheduledFor": at(3600), "targets": [_target(c)]},
+        body_slots=(
+            ("scheduledFor",),
+            ("targets", 0, "socialAccountId"),
+            ("targets", 0, "mode"),
+            ("targets", 0, "scheduledPostId"),
+            ("targets", 0, "captionOverride"),
+        ),
+        path_slots=("pending",),
+        idempotent=True,
+    ),
+    "approve": Endpoint(
+        "POST",
+        "/v1/content/{pending}/approve",
+        lambda c: {"reason": "fine"},
+        body_slots=(("reason",),),
+        path_slots=("pending",),
+        idempotent=True,
+    ),
+    "reject": Endpoint(
+        "POST",
+        "/v1/content/{pending}/reject",
+        lambda c: {"reason": "off brand"},
+        body_slots=(("reason",),),
+        path_slots=("pending",),
+        idempotent=True,
+    ),
+    "list intents": Endpoint(
+        "GET",
+        "/v1/content/{pending}/schedule-intents",
+        None,
+        query=("cursor", "limit"),
+        path_slots=("pending",),
+    ),
+    "get intent": Endpoint("GET", "/v1/schedule-intents/{intent}", None, path_slots=("intent",)),
+    "cancel intent": Endpoint(
+        "DELETE",
+        "/v1/schedule-intents/{intent}",
+        lambda c: {"reason": "not now"},
+        body_slots=(("reason",),),
+        path_slots=("intent",),
+    ),
 }
 
 
@@ -319,7 +376,13 @@ def _wire(value: str) -> bytes:
 
 def _build(ctx: Ctx, endpoint: Endpoint, slot: Slot, value: Any) -> dict[str, Any]:
     kind, name = slot
-    names = {"project": ctx.tenant.project_id, "container": ctx.container, "post": ctx.post}
+    names = {
+        "project": ctx.tenant.project_id,
+        "container": ctx.container,
+        "post": ctx.post,
+        "pending": ctx.pending,
+        "intent": ctx.intent,
+    }
     if kind == "path":
         names[name] = quote(_wire(value), safe="")
     url = endpoint.path.format(**names)
@@ -383,7 +446,9 @@ def ctx(client: TestClient, tenant: TenantFixture) -> Ctx:
     (post,) = schedule(client, tenant, container, at(3600))
     # Thousands of requests from one key: the rate limit is not what is being fuzzed.
     headers = tenant.key_with("*", rate_limit_read=10**9, rate_limit_write=10**9)
-    return Ctx(tenant, headers, container, str(post["id"]))
+    pending = pending_upload(client, tenant)
+    intent = blocked_intent(client, tenant, pending, at(3600), None)
+    return Ctx(tenant, headers, container, str(post["id"]), pending, str(intent["id"]))
 
 
 @pytest.mark.parametrize("name", list(ENDPOINTS))

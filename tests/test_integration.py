@@ -97,7 +97,7 @@ def test_platform_rejection_fails_with_platform_code(
     (post,) = schedule(api, live_tenant, cid, at(1))
     done = _wait_terminal(api, live_tenant, post["id"])
     assert done["status"] == "failed"
-    assert done["lastError"]["code"] == "PLATFORM_REJECTED"
+    assert done["lastError"]["code"] == "PLATFORM_ERROR"
     assert done["lastError"]["platformCode"] == "rejected_by_platform"
     assert post["id"] not in _ledger_by_key(stack)
 

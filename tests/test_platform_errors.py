@@ -141,7 +141,7 @@ def test_transient_errors_retry_then_succeed() -> None:
 def test_permanent_error_fails_at_once() -> None:
     p = Scripted([PlatformError("no", transient=False, platform_code="caption_too_long")])
     result = upload_with_retries(p, "sp_1", PAYLOAD, FAST)
-    assert result == _Failure("PLATFORM_REJECTED", "no", "caption_too_long")
+    assert result == _Failure("PLATFORM_ERROR", "no", "caption_too_long")
     assert p.upload_calls == 1
 
 

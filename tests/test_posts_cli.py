@@ -331,7 +331,7 @@ def test_list_filters_by_status_and_code(
     tenant: TenantFixture, other_tenant: TenantFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     unknown, _ = _failed(tenant, "unknown")
-    refused, _ = _failed(tenant, "refused", code="PLATFORM_REJECTED")
+    refused, _ = _failed(tenant, "refused", code="PLATFORM_ERROR")
     queued, _ = due_post(tenant, "queued", platform="tiktok")
     elsewhere, _ = _failed(other_tenant, "other org")
 
@@ -357,7 +357,7 @@ def test_list_filters_by_status_and_code(
     assert {i["id"] for i in listed("--status", "queued")} == {queued}
     both = listed("--status", "queued", "--status", "failed", "--org", tenant.organization_id)
     assert {i["id"] for i in both} == {unknown, refused, queued}
-    assert listed("--code", "PLATFORM_REJECTED")[0]["id"] == refused
+    assert listed("--code", "PLATFORM_ERROR")[0]["id"] == refused
     assert len(listed("--limit", "2")) == 2
     # Newest scheduledFor first.
     everything = listed()
@@ -372,7 +372,7 @@ def test_list_filters_by_status_and_code(
     line = next(row for row in lines if unknown in row).split("  ")
     assert line[:4] == [tenant.organization_id, unknown, "instagram", "failed"]
     assert line[5] == UNKNOWN
-    assert "PLATFORM_REJECTED" not in done.stdout
+    assert "PLATFORM_ERROR" not in done.stdout
 
 
 def test_list_refuses_a_bad_limit(capsys: pytest.CaptureFixture[str]) -> None:
@@ -520,12 +520,12 @@ def test_settle_is_refused_for_any_other_post_and_changes_nothing(
     queued, _ = due_post(tenant, "queued", platform="tiktok")
     claimed, _ = _claimed(tenant, "claimed, not uploading yet")
     published = _published(tenant, "published")
-    rejected, _ = _failed(tenant, "rejected", code="PLATFORM_REJECTED")
+    rejected, _ = _failed(tenant, "rejected", code="PLATFORM_ERROR")
     for post_id, shown in (
         (queued, "is queued"),
         (claimed, "is publishing"),
         (published, "is published"),
-        (rejected, "is failed (PLATFORM_REJECTED)"),
+        (rejected, "is failed (PLATFORM_ERROR)"),
     ):
         before = _state(post_id)
         for argv in (_settle_published(post_id), _settle_failed(post_id)):

@@ -180,7 +180,7 @@ def test_a_post_tiktok_fails_ends_failed_with_its_reason(tt: Served, tok: Tenant
     post = _row(post_id)
     assert post.last_error is not None
     assert (post.last_error["code"], post.last_error["platformCode"]) == (
-        "PLATFORM_REJECTED",
+        "PLATFORM_ERROR",
         "spam_risk_text",
     )
 

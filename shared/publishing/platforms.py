@@ -88,7 +88,7 @@ class PlatformError(Exception):
     by looking the post up, never by guessing.
     new_handle: the handle is spent (an expired or failed container): prepare a new one.
     token_invalid: the account's token no longer works; the user must reconnect.
-    failure_code: the post's `lastError.code` if this ends it (PLATFORM_REJECTED if unset).
+    failure_code: the post's `lastError.code` if this ends it (PLATFORM_ERROR if unset).
     """
 
     def __init__(

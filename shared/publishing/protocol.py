@@ -200,7 +200,7 @@ def _refused(prepared: Prepared, exc: PlatformError) -> _Failure:
         run_in_transaction(
             lambda tx: tokens.mark_reauth_required(tx.session, prepared.account_id, str(exc))
         )
-    return _Failure(exc.failure_code or "PLATFORM_REJECTED", str(exc), exc.platform_code)
+    return _Failure(exc.failure_code or "PLATFORM_ERROR", str(exc), exc.platform_code)
 
 
 def prepare_with_retries(
@@ -357,7 +357,7 @@ class _HandleFailed(Exception):
     def __init__(self, failure: _Failure | None) -> None:
         super().__init__("could not prepare a new handle")
         self.failure = failure or _Failure(
-            "PLATFORM_REJECTED", "The platform gave no new handle", None
+            "PLATFORM_ERROR", "The platform gave no new handle", None
         )
 
 
@@ -640,7 +640,7 @@ def run_poll(
     metrics.POLLS.labels(completion.state.value).inc()
     if completion.state == CompletionState.FAILED:
         failure = _Failure(
-            "PLATFORM_REJECTED",
+            "PLATFORM_ERROR",
             f"The platform failed the post: {completion.reason}",
             completion.reason,
         )

@@ -103,7 +103,7 @@ def _drive(post_id: str, to: str) -> None:
                 tx.session,
                 post_id,
                 token,
-                code="PLATFORM_REJECTED",
+                code="PLATFORM_ERROR",
                 message="no",
                 platform_code="400",
                 now=now,
