@@ -57,7 +57,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The object's state forbids the change (CONFLICT, IDEMPOTENCY_CONFLICT)",
         413: "The request body is over the size cap (PAYLOAD_TOO_LARGE)",
         422: "Bad input (VALIDATION); details.issues lists {path, message}",
-        429: "Over the key's rate limit (RATE_LIMITED)",
+        429: "Over the key's limit of the endpoint's class, or the organization's daily write "
+        "cap (RATE_LIMITED); details.window says which",
         500: "A bug (INTERNAL); no internals leak",
         503: "A dependency is down (UNAVAILABLE); retry",
     }
