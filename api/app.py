@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
 from sqlalchemy import text
 
-from api import errors, middleware
+from api import endpoint_classes, errors, middleware
 from api.presenters import json_response
+from api.ratelimit import RateLimiter, limiter_of
 from api.routes import content, scheduled_posts, social_accounts, webhooks
 from shared.kit import logs
 from shared.kit.db import engine, init_engine
@@ -18,11 +20,20 @@ from shared.kit.settings import get_settings
 
 
 @asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     logs.configure("api")
     init_engine("publisher.api")
     yield
     engine().dispose()
+    limiter_of(app.state).close()
+
+
+class _App(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        # Generated once, on first ask; each operation's endpoint class written in then.
+        if self.openapi_schema is None:
+            endpoint_classes.document(super().openapi())
+        return super().openapi()
 
 
 def _ready() -> Response:
@@ -51,7 +62,7 @@ def _ready() -> Response:
 
 def create_app() -> FastAPI:
     """A fresh app with every route, the envelope and request ids installed."""
-    app = FastAPI(
+    app = _App(
         title="publisher",
         version="1.0.0",
         description=(
@@ -61,6 +72,9 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     routers = [module.router for module in (content, social_accounts, scheduled_posts, webhooks)]
+    endpoint_classes.check(routers)
+    # Its own Redis client per app; every app of a deployment shares the buckets in Redis.
+    app.state.limiter = RateLimiter(get_settings().redis_url)
     errors.install(app, lambda: [*app.routes, *(r for router in routers for r in router.routes)])
     app.add_middleware(middleware.EdgeMiddleware)
     for router in routers:

@@ -10,14 +10,16 @@ from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.endpoint_classes import class_of
 from api.middleware import current_request_id
-from api.ratelimit import limiter
+from api.ratelimit import CLASS_HEADER, limiter_of
 from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
 from shared.kit.errors import ForbiddenScope, RateLimited, Unauthenticated
 from shared.kit.settings import get_settings
 from shared.tenancy.keys import authenticate, has_scope
+from shared.tenancy.tiers import EndpointClass, Limits, limits_of
 
 RATE_LIMIT_HEADERS = "rate_limit_headers"
 
@@ -30,8 +32,8 @@ class Principal:
     key_id: str
     scopes: tuple[str, ...]
     env: str
-    rate_limit_read: int | None = None
-    rate_limit_write: int | None = None
+    # What the key may spend: its tier's limits or its own, and its organization's daily cap.
+    limits: Limits
 
     @property
     def sandbox_only(self) -> bool:
@@ -63,14 +65,9 @@ def _principal(
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         raise Unauthenticated("Authorization must be 'Bearer <key>'")
     with transaction() as tx:
-        key = authenticate(tx.session, token.strip(), now=utcnow())
+        key, organization = authenticate(tx.session, token.strip(), now=utcnow())
         return Principal(
-            key.organization_id,
-            key.id,
-            tuple(key.scopes),
-            key.env,
-            key.rate_limit_read,
-            key.rate_limit_write,
+            key.organization_id, key.id, tuple(key.scopes), key.env, limits_of(key, organization)
         )
 
 
@@ -82,30 +79,43 @@ def require(scope: str) -> Callable[..., Principal]:
     ) -> Principal:
         # For the access log line, which the edge middleware writes once the answer is out.
         request.state.organization_id = principal.organization_id
+        klass = class_of(request)
+        # Every authenticated answer names the route's class, a 403 or a fail-open one too.
+        setattr(request.state, RATE_LIMIT_HEADERS, {CLASS_HEADER: klass.value})
         if not has_scope(principal.scopes, scope):
             raise ForbiddenScope(f"This key lacks the {scope} scope", {"requiredScope": scope})
-        _rate_limit(request, principal)
+        _rate_limit(request, principal, klass)
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return dependency
 
 
-def _rate_limit(request: Request, principal: Principal) -> None:
-    """Reads and writes are limited apart, per key; over the limit is 429 RATE_LIMITED."""
-    settings = get_settings()
-    if request.method in ("GET", "HEAD"):
-        klass, limit = "read", principal.rate_limit_read or settings.rate_limit_read_per_min
-    else:
-        klass, limit = "write", principal.rate_limit_write or settings.rate_limit_write_per_min
-    decision = limiter().check(principal.key_id, klass, limit)
+def _rate_limit(request: Request, principal: Principal, klass: EndpointClass) -> None:
+    """Each class has its own bucket per key, and writes of every class count against the
+    organization's day; over either is 429 RATE_LIMITED."""
+    scale = get_settings().rate_limit_multiplier
+    per_minute = principal.limits.per_minute(klass) * scale
+    daily_cap = principal.limits.daily_writes * scale if klass.writes else None
+    decision = limiter_of(request.app.state).check(
+        principal.key_id,
+        klass,
+        per_minute,
+        organization_id=principal.organization_id,
+        daily_cap=daily_cap,
+    )
     if decision is None:
         return
     setattr(request.state, RATE_LIMIT_HEADERS, decision.headers())
     if not decision.allowed:
+        message = (
+            f"Over this organization's cap of {decision.limit} writes a day (UTC)"
+            if decision.window == "day"
+            else f"Over this key's {klass} limit of {decision.limit} requests per minute"
+        )
         raise RateLimited(
-            f"Over this key's {klass} limit of {limit} requests per minute",
-            {"limit": limit, "class": klass},
+            message,
+            {"limit": decision.limit, "class": klass.value, "window": decision.window},
             decision.headers(),
         )
 

@@ -275,7 +275,7 @@ class Verdict:
 
 # Each section of the page is the template's prose around one context: the function below that
 # is named after it turns the results into that section's figures, formatted, and picks the
-# sentences that depend on whether a target was met. "Settings" has no figures, so no context.
+# sentences that depend on whether a target was met.
 
 
 def _intro(r: Results) -> dict[str, Any]:
@@ -289,6 +289,14 @@ def _intro(r: Results) -> dict[str, Any]:
         "minutes": _f(s["duration_s"] / 60),
         "results_json": f"{ASSETS_DIR}/{RESULTS_JSON}",
     }
+
+
+def _settings(r: Results) -> dict[str, Any]:
+    env = r.settings["stack_env"]
+    # The settings that lift the rate limits, as that run named them.
+    lifting = [name for name in env if name.startswith("RATE_LIMIT")]
+    values = sorted({_f(float(env[name]), 0) for name in lifting})
+    return {"rate_limits": " / ".join(f"`{name}`" for name in lifting) + " = " + ", ".join(values)}
 
 
 def _machine(r: Results) -> dict[str, Any]:
@@ -626,6 +634,7 @@ def render_markdown(r: Results) -> str:
     """docs/benchmarks.md: bench/templates/benchmarks.md.j2 around each section's context."""
     return _TEMPLATES.get_template(TEMPLATE).render(
         intro=_intro(r),
+        settings=_settings(r),
         machine=_machine(r),
         summary=_summary(r),
         throughput=_throughput(r),

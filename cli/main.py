@@ -17,8 +17,15 @@ from typing import Any
 
 from cli import posts as posts_cli
 from shared.kit.errors import PublisherError
+from shared.tenancy.tiers import EndpointClass, Tier
 
 DEFAULT_NODE = "publisher@%h"
+TIER_NAMES = ", ".join(Tier)
+LIMIT_FLAGS = (
+    ("--rate-read", EndpointClass.READ_LIGHT),
+    ("--rate-write", EndpointClass.WRITE_LIGHT),
+    ("--rate-long-running", EndpointClass.LONG_RUNNING),
+)
 # The webhook deliveries' own worker node: a slow receiver holds its slots, never a publish's.
 WEBHOOKS_NODE = "webhooks@%h"
 
@@ -188,9 +195,12 @@ def _cmd_tenants_create(args: argparse.Namespace) -> int:
     from shared.kit.errors import Unavailable
     from shared.kit.settings import get_settings
     from shared.tenancy.tenants import create_tenant, issue_emulator_accounts
+    from shared.tenancy.tiers import tier_named
 
     settings = get_settings()
     platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    if args.tier is not None:
+        tier_named(args.tier)  # before any account is issued on an emulator
     issued = {}
     if args.adapter == "emulator":
         try:
@@ -216,11 +226,13 @@ def _cmd_tenants_create(args: argparse.Namespace) -> int:
             sandbox_url=settings.sandbox_url,
             env=args.env,
             issued=issued,
+            tier=args.tier,
         )
     _emit(
         {
             "organizationId": tenant.organization_id,
             "projectId": tenant.project_id,
+            "tier": tenant.key.tier,
             "apiKey": tenant.key.token,
             "socialAccounts": [
                 {"id": a.id, "platform": a.platform} for a in tenant.social_accounts
@@ -228,6 +240,48 @@ def _cmd_tenants_create(args: argparse.Namespace) -> int:
         },
         args.json,
     )
+    return 0
+
+
+def _own_limit(flag: str, value: str) -> int | None:
+    """A limit flag's value: a number, or None for `tier` (back to the tier's limit)."""
+    if value == "tier":
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{flag} takes a positive number, or `tier` for the tier's limit")
+    return int(value)
+
+
+def _cmd_tenants_set_limits(args: argparse.Namespace) -> int:
+    from shared.kit.db import transaction
+    from shared.models import Organization
+    from shared.tenancy.tenants import set_daily_write_cap, set_organization_tier
+    from shared.tenancy.tiers import TIERS
+
+    if args.tier is None and args.daily_write_cap is None:
+        return _fail("nothing to change: give --tier and/or --daily-write-cap")
+    if args.keys and args.tier is None:
+        return _fail("--keys moves the keys to the new --tier: give one")
+    with transaction() as tx:
+        moved = 0
+        if args.tier is not None:
+            moved = set_organization_tier(tx.session, args.org, args.tier, keys=args.keys)
+        if args.daily_write_cap is not None:
+            cap = _own_limit("--daily-write-cap", args.daily_write_cap)
+            set_daily_write_cap(tx.session, args.org, cap)
+        org = tx.session.get(Organization, args.org)
+        assert org is not None
+        own = org.daily_write_cap
+        _emit(
+            {
+                "organizationId": org.id,
+                "tier": org.tier,
+                "dailyWriteCap": own if own is not None else TIERS[Tier(org.tier)].daily_writes,
+                "ownDailyWriteCap": own,
+                "keysMoved": moved,
+            },
+            args.json,
+        )
     return 0
 
 
@@ -301,22 +355,20 @@ def _cmd_accounts_reencrypt(args: argparse.Namespace) -> int:
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
     from shared.kit.db import transaction
-    from shared.kit.errors import NotFound
-    from shared.models import Organization
     from shared.tenancy.keys import create_key
 
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     with transaction() as tx:
-        if tx.session.get(Organization, args.org) is None:
-            raise NotFound(f"no organization {args.org}")
         key = create_key(
             tx.session,
             args.org,
             scopes,
             env=args.env,
             name=args.name,
+            tier=args.tier,
             rate_limit_read=args.rate_read,
             rate_limit_write=args.rate_write,
+            rate_limit_long_running=args.rate_long_running,
         )
     _emit(
         {
@@ -325,9 +377,46 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
             "apiKey": key.token,
             "scopes": key.scopes,
             "env": key.env,
+            "tier": key.tier,
         },
         args.json,
     )
+    return 0
+
+
+def _cmd_keys_set_limits(args: argparse.Namespace) -> int:
+    from shared.kit.db import transaction
+    from shared.models import ApiKey, Organization
+    from shared.tenancy.keys import set_key_limit, set_key_tier
+    from shared.tenancy.tiers import key_override, limits_of
+
+    given = [
+        (klass, flag, value)
+        for flag, klass in LIMIT_FLAGS
+        if (value := getattr(args, flag.removeprefix("--").replace("-", "_"))) is not None
+    ]
+    if args.tier is None and not given:
+        flags = ", ".join(flag for flag, _ in LIMIT_FLAGS)
+        return _fail(f"nothing to change: give --tier and/or {flags}")
+    with transaction() as tx:
+        if args.tier is not None:
+            set_key_tier(tx.session, args.key_id, args.tier)
+        for klass, flag, value in given:
+            set_key_limit(tx.session, args.key_id, klass, _own_limit(flag, value))
+        key = tx.session.get(ApiKey, args.key_id)
+        assert key is not None
+        org = tx.session.get(Organization, key.organization_id)
+        assert org is not None
+        limits = limits_of(key, org)
+        _emit(
+            {
+                "id": key.id,
+                "tier": key.tier,
+                "perMinute": {klass.value: limits.per_minute(klass) for klass in EndpointClass},
+                "own": [k.value for k in EndpointClass if key_override(key, k) is not None],
+            },
+            args.json,
+        )
     return 0
 
 
@@ -665,7 +754,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(INSTAGRAM_API_URL, TIKTOK_API_URL; `publisher run` starts both); sandbox: every "
         "account posts to the sandbox at SANDBOX_URL",
     )
+    create.add_argument(
+        "--tier",
+        default=None,
+        help=f"{TIER_NAMES}: the organization's and its first key's rate-limit tier "
+        "(default: RATE_LIMIT_DEFAULT_TIER)",
+    )
     create.add_argument("--json", action="store_true")
+    ts = tenants.add_parser("set-limits", help="an organization's tier, or its own daily write cap")
+    ts.add_argument("--org", required=True)
+    ts.add_argument(
+        "--tier", default=None, help=f"{TIER_NAMES}: its daily cap, unless it has its own"
+    )
+    ts.add_argument(
+        "--daily-write-cap",
+        default=None,
+        metavar="N|tier",
+        help="writes a UTC day for the whole organization; `tier`: its tier's again",
+    )
+    ts.add_argument(
+        "--keys", action="store_true", help="move every active key of it to --tier as well"
+    )
+    ts.add_argument("--json", action="store_true")
 
     accounts = sub.add_parser("accounts", help="social accounts").add_subparsers(
         dest="action", required=True
@@ -732,9 +842,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kc.add_argument("--env", choices=["live", "test"], default="live")
     kc.add_argument("--name", default="")
-    kc.add_argument("--rate-read", type=int, default=None, help="reads per minute for this key")
-    kc.add_argument("--rate-write", type=int, default=None, help="writes per minute for this key")
+    kc.add_argument("--tier", default=None, help=f"{TIER_NAMES} (default: the organization's tier)")
+    for flag, klass in LIMIT_FLAGS:
+        kc.add_argument(
+            flag, type=int, default=None, help=f"{klass} requests per minute, over the tier's"
+        )
     kc.add_argument("--json", action="store_true")
+    ks = keys.add_parser("set-limits", help="a key's tier, or its own limits per minute")
+    ks.add_argument("key_id")
+    ks.add_argument("--tier", default=None, help=f"{TIER_NAMES}; the key's own limits still win")
+    for flag, klass in LIMIT_FLAGS:
+        ks.add_argument(
+            flag,
+            default=None,
+            metavar="N|tier",
+            help=f"{klass} requests per minute; `tier`: the tier's again",
+        )
+    ks.add_argument("--json", action="store_true")
     kr = keys.add_parser("revoke", help="revoke a key at once")
     kr.add_argument("key_id")
 
@@ -779,11 +903,13 @@ HANDLERS = {
     ("emulator", "tiktok"): _cmd_emulator_tiktok,
     ("run", None): _cmd_run,
     ("tenants", "create"): _cmd_tenants_create,
+    ("tenants", "set-limits"): _cmd_tenants_set_limits,
     ("accounts", "connect"): _cmd_accounts_connect,
     ("accounts", "reencrypt"): _cmd_accounts_reencrypt,
     ("accounts", "disconnect"): _cmd_accounts_disconnect,
     **posts_cli.HANDLERS,
     ("keys", "create"): _cmd_keys_create,
+    ("keys", "set-limits"): _cmd_keys_set_limits,
     ("keys", "revoke"): _cmd_keys_revoke,
     ("bench", None): _cmd_bench,
     ("chaos", None): _cmd_chaos,

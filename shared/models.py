@@ -80,12 +80,20 @@ INSTAGRAM_ADAPTER = "instagram"
 TIKTOK_ADAPTER = "tiktok"
 
 
+# The rate-limit tiers (shared/tenancy/tiers.py holds their limits).
+TIER_CHECK = "tier IN ('standard', 'pilot', 'partner')"
+
+
 class Organization(Base):
     __tablename__ = "organizations"
+    __table_args__ = (CheckConstraint(TIER_CHECK, name="tier"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
+    # Its daily write cap is its tier's, unless it has its own.
+    tier: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
+    daily_write_cap: Mapped[int | None] = mapped_column(Integer)
 
 
 class Project(Base):
@@ -108,7 +116,10 @@ class Project(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
-    __table_args__ = (CheckConstraint("env IN ('live', 'test')", name="env"),)
+    __table_args__ = (
+        CheckConstraint("env IN ('live', 'test')", name="env"),
+        CheckConstraint(TIER_CHECK, name="tier"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
@@ -120,9 +131,12 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Requests per minute for this key (reads, writes); None uses the deployment's default.
+    # Requests per minute in each endpoint class: the tier's, unless the key has its own
+    # (read-light, write-light, long-running).
+    tier: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
     rate_limit_read: Mapped[int | None] = mapped_column(Integer)
     rate_limit_write: Mapped[int | None] = mapped_column(Integer)
+    rate_limit_long_running: Mapped[int | None] = mapped_column(Integer)
 
 
 class SocialAccount(Base):

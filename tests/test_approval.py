@@ -13,16 +13,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from shared.accounts.accounts import disconnect_account
 from shared.content import approval
 from shared.content.containers import create_container
 from shared.events import Actor
 from shared.kit.clock import ceil_second, iso, utcnow
-from shared.kit.db import new_session, transaction
+from shared.kit.db import drop_database, ensure_database, new_session, transaction
 from shared.kit.errors import Conflict
+from shared.kit.migrate import alembic_config
 from shared.kit.settings import get_settings
 from shared.models import (
     ContentContainer,
@@ -35,6 +37,7 @@ from shared.publishing import protocol, usecases
 from shared.publishing.posts import Target
 from shared.webhooks.endpoints import register
 from tests.checks import counts, envelope_error
+from tests.conftest import TEST_DATABASE_URL
 from tests.factories import (
     TenantFixture,
     at,
@@ -604,3 +607,59 @@ def test_a_schedule_racing_the_approval_is_never_left_blocked(tenant: TenantFixt
         assert blocked == 0, f"{container} was approved with an intent left blocked"
         assert sorted(p.platform for p in _posts_of(container)) == ["instagram", "tiktok"]
     print(f"\nschedule vs approval: {saved} saved and promoted, {direct} scheduled after it")
+
+
+def test_migrations_0009_and_0010_up_and_down() -> None:
+    """0009 leaves existing content `completed` and needing no approval, and adds the policy
+    (off) and intents; 0010 renames a stored refusal's code. Both go back down."""
+    url = str(make_url(TEST_DATABASE_URL).set(database="publisher_test_approval_migration"))
+    drop_database(url)
+    ensure_database(url)
+    cfg = alembic_config(url)
+    db = create_engine(url)
+    refused = '{"code": "PLATFORM_REJECTED", "message": "no", "platformCode": "spam_risk"}'
+    try:
+        command.upgrade(cfg, "0008")
+        with db.begin() as conn:
+            for statement in (
+                "INSERT INTO organizations (id, name) VALUES ('org_1', 'O')",
+                "INSERT INTO projects (id, organization_id, name) VALUES ('prj_1', 'org_1', 'P')",
+                "INSERT INTO content_containers (id, organization_id, project_id, status,"
+                " caption, media) VALUES ('cnt_1', 'org_1', 'prj_1', 'completed', 'c', '[]')",
+                "INSERT INTO social_accounts (id, organization_id, project_id, platform, handle,"
+                " adapter, base_url) VALUES ('sa_1', 'org_1', 'prj_1', 'tiktok', 'h', 'sandbox',"
+                " 'http://x')",
+                "INSERT INTO scheduled_posts (id, public_id, organization_id, project_id,"
+                " container_id, social_account_id, platform, mode, status, scheduled_for,"
+                " dispatch_version, attempts, last_error) VALUES ('sp_1', 'sp_1', 'org_1',"
+                " 'prj_1', 'cnt_1', 'sa_1', 'tiktok', 'publish', 'failed', now(), 1, 1,"
+                " CAST(:refused AS jsonb))",
+            ):
+                conn.execute(
+                    text(statement), {"refused": refused} if ":refused" in statement else {}
+                )
+        command.upgrade(cfg, "head")
+        with db.connect() as conn:
+            assert conn.execute(
+                text("SELECT status, approval_required FROM content_containers")
+            ).one() == ("completed", False)
+            assert conn.execute(
+                text("SELECT approval_required, approval_first_n FROM projects")
+            ).one() == (False, 0)
+            assert conn.execute(text("SELECT count(*) FROM schedule_intents")).scalar() == 0
+            code = conn.execute(text("SELECT last_error->>'code' FROM scheduled_posts")).scalar()
+            assert code == "PLATFORM_ERROR"
+        command.downgrade(cfg, "0008")
+        with db.connect() as conn:
+            code = conn.execute(text("SELECT last_error->>'code' FROM scheduled_posts")).scalar()
+            assert code == "PLATFORM_REJECTED"
+            columns = conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = 'content_containers'"
+                )
+            ).scalars()
+            assert "approval_required" not in set(columns)
+    finally:
+        db.dispose()
+        drop_database(url)

@@ -178,11 +178,14 @@ def test_only_the_documented_types_are_deliverable() -> None:
         "post.published",
         "post.failed",
         "post.canceled",
+        "content.approved",
+        "content.rejected",
         "social_account.connected",
         "social_account.needs_reauth",
         "social_account.revoked",
     }
     assert EventType.POST_CLAIMED not in DELIVERABLE
+    assert EventType.INTENT_SAVED not in DELIVERABLE
 
 
 def test_the_audit_log_becomes_the_event_log_and_back() -> None:

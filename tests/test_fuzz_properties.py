@@ -445,7 +445,9 @@ def ctx(client: TestClient, tenant: TenantFixture) -> Ctx:
     container = upload(client, tenant)
     (post,) = schedule(client, tenant, container, at(3600))
     # Thousands of requests from one key: the rate limit is not what is being fuzzed.
-    headers = tenant.key_with("*", rate_limit_read=10**9, rate_limit_write=10**9)
+    headers = tenant.key_with(
+        "*", rate_limit_read=10**9, rate_limit_write=10**9, rate_limit_long_running=10**9
+    )
     pending = pending_upload(client, tenant)
     intent = blocked_intent(client, tenant, pending, at(3600), None)
     return Ctx(tenant, headers, container, str(post["id"]), pending, str(intent["id"]))

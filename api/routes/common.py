@@ -59,7 +59,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         "content was rejected (CONTENT_REJECTED)",
         413: "The request body is over the size cap (PAYLOAD_TOO_LARGE)",
         422: "Bad input (VALIDATION); details.issues lists {path, message}",
-        429: "Over the key's rate limit (RATE_LIMITED)",
+        429: "Over the key's limit of the endpoint's class, or the organization's daily write "
+        "cap (RATE_LIMITED); details.window says which",
         500: "A bug (INTERNAL); no internals leak",
         503: "A dependency is down (UNAVAILABLE); retry",
     }

@@ -99,9 +99,12 @@ class Settings(BaseSettings):
     # for long. 4 MiB in 30 s is a client slower than 140 KB/s.
     body_timeout_s: float = Field(default=30.0, gt=0)
 
-    # Requests per minute per API key, by endpoint class; a key may carry its own.
-    rate_limit_read_per_min: int = Field(default=1200, ge=1)
-    rate_limit_write_per_min: int = Field(default=300, ge=1)
+    # Rate limits come from tiers (shared/tenancy/tiers.py). A new organization, and so its
+    # first key, is in this tier unless `tenants create --tier` says otherwise.
+    rate_limit_default_tier: Literal["standard", "pilot", "partner"] = "standard"
+    # Every limit (a tier's, a key's or an organization's own) times this: 1 in service; load
+    # runs lift every limit with a large one and still make each request's Redis call.
+    rate_limit_multiplier: int = Field(default=1, ge=1)
 
     # /metrics reads posts-by-status from PostgreSQL at most this often.
     metrics_post_state_ttl_s: float = Field(default=5.0, ge=0)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.kit.errors import Unauthenticated, Validation
-from shared.models import ApiKey
+from shared.kit.errors import NotFound, Unauthenticated, Validation
+from shared.models import ApiKey, Organization
+from shared.tenancy.tiers import OVERRIDE_COLUMNS, EndpointClass, checked_limit, tier_named
 
 SCOPES: Final = frozenset(
     {
@@ -42,6 +43,7 @@ class IssuedKey:
     organization_id: str
     scopes: list[str]
     env: str
+    tier: str
 
 
 def _hash(secret: str) -> bytes:
@@ -55,13 +57,20 @@ def create_key(
     *,
     env: str = "live",
     name: str = "",
+    tier: str | None = None,
     rate_limit_read: int | None = None,
     rate_limit_write: int | None = None,
+    rate_limit_long_running: int | None = None,
 ) -> IssuedKey:
-    """Create a key for the organization with exactly these scopes (and its own limits)."""
-    for path, value in (("rateLimitRead", rate_limit_read), ("rateLimitWrite", rate_limit_write)):
-        if value is not None and value < 1:
-            raise Validation.at(path, "a rate limit is a positive number of requests per minute")
+    """Create a key for the organization with exactly these scopes, in `tier` (default: the
+    organization's), with its own limits per minute where given."""
+    checked_limit("rateLimitRead", rate_limit_read)
+    checked_limit("rateLimitWrite", rate_limit_write)
+    checked_limit("rateLimitLongRunning", rate_limit_long_running)
+    organization = session.get(Organization, organization_id)
+    if organization is None:
+        raise NotFound(f"no organization {organization_id}")
+    key_tier = tier_named(tier) if tier is not None else tier_named(organization.tier)
     bad = sorted(set(scopes) - SCOPES)
     if bad or not scopes:
         raise Validation.at("scopes", f"Unknown or empty scopes: {', '.join(bad) or '(none)'}")
@@ -77,12 +86,19 @@ def create_key(
             secret_hash=_hash(secret),
             scopes=sorted(set(scopes)),
             name=name,
+            tier=key_tier.value,
             rate_limit_read=rate_limit_read,
             rate_limit_write=rate_limit_write,
+            rate_limit_long_running=rate_limit_long_running,
         )
     )
     return IssuedKey(
-        key_id, f"lp_{env}_{key_id}_{secret}", organization_id, sorted(set(scopes)), env
+        key_id,
+        f"lp_{env}_{key_id}_{secret}",
+        organization_id,
+        sorted(set(scopes)),
+        env,
+        key_tier.value,
     )
 
 
@@ -100,15 +116,25 @@ def parse_token(token: str) -> tuple[str, str, str]:
     return parts[1], parts[2], parts[3]
 
 
-def authenticate(session: Session, token: str, *, now: datetime) -> ApiKey:
-    """The live key behind `token`; every failure looks the same to the caller."""
+def authenticate(session: Session, token: str, *, now: datetime) -> tuple[ApiKey, Organization]:
+    """The live key behind `token`, and its organization (whose tier and cap limit it), in
+    one query; every failure looks the same to the caller."""
     env, key_id, secret = parse_token(token)
-    key = session.get(ApiKey, key_id) if len(key_id) <= 64 else None
+    found = (
+        session.execute(
+            select(ApiKey, Organization)
+            .join(Organization, Organization.id == ApiKey.organization_id)
+            .where(ApiKey.id == key_id)
+        ).one_or_none()
+        if len(key_id) <= 64
+        else None
+    )
     # Hash even for unknown ids so the timing does not tell which ids exist.
     presented = _hash(secret)
-    expected = key.secret_hash if key is not None else b"\0" * 32
-    if key is None or not hmac.compare_digest(presented, expected) or key.env != env:
+    expected = found[0].secret_hash if found is not None else b"\0" * 32
+    if found is None or not hmac.compare_digest(presented, expected) or found[0].env != env:
         raise Unauthenticated("Invalid API key")
+    key, organization = found
     if key.revoked_at is not None:
         raise Unauthenticated("Invalid API key")
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
@@ -122,12 +148,35 @@ def authenticate(session: Session, token: str, *, now: datetime) -> ApiKey:
             )
             .values(last_used_at=now)
         )
-    return key
+    return key, organization
 
 
 def has_scope(scopes: Collection[str], scope: str) -> bool:
     """Deny by default: the exact scope, or `*`."""
     return "*" in scopes or scope in scopes
+
+
+def _active_key(session: Session, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None:
+        raise NotFound(f"no active key {key_id}")
+    return key
+
+
+def set_key_tier(session: Session, key_id: str, tier: str) -> ApiKey:
+    """Move an active key to `tier`; its own limits, where it has them, still win."""
+    key = _active_key(session, key_id)
+    key.tier = tier_named(tier).value
+    return key
+
+
+def set_key_limit(
+    session: Session, key_id: str, klass: EndpointClass, per_minute: int | None
+) -> ApiKey:
+    """Give an active key its own limit of this class, or (None) its tier's again."""
+    key = _active_key(session, key_id)
+    setattr(key, OVERRIDE_COLUMNS[klass], checked_limit(klass.value, per_minute))
+    return key
 
 
 def revoke_key(session: Session, key_id: str, *, now: datetime) -> bool:

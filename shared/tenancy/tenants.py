@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from shared.accounts.accounts import (
@@ -16,9 +17,11 @@ from shared.accounts.accounts import (
     emulator_tiktok_account,
 )
 from shared.kit import ids
-from shared.kit.errors import Validation
-from shared.models import Organization, Platform, Project, SocialAccount
+from shared.kit.errors import NotFound, Validation
+from shared.kit.settings import get_settings
+from shared.models import ApiKey, Organization, Platform, Project, SocialAccount
 from shared.tenancy.keys import IssuedKey, create_key
+from shared.tenancy.tiers import checked_limit, tier_named
 
 # What Instagram accepts as a username; another name lets the emulator choose one.
 _INSTAGRAM_USERNAME = re.compile(r"[A-Za-z0-9._]{1,30}")
@@ -85,12 +88,15 @@ def create_tenant(
     env: str = "live",
     extra_accounts: int = 0,
     issued: Mapping[str, IssuedAccount] | None = None,
+    tier: str | None = None,
 ) -> Tenant:
-    """An organization, one project, one account per platform (bound to the `issued` account
-    of that platform, else to the sandbox), `extra_accounts` more sandbox-bound ones for load
-    and tests, and a full-scope key."""
+    """An organization in `tier` (default: RATE_LIMIT_DEFAULT_TIER), one project, one account
+    per platform (bound to the `issued` account of that platform, else to the sandbox),
+    `extra_accounts` more sandbox-bound ones for load and tests, and a full-scope key of the
+    organization's tier."""
     wanted = _checked(name, platforms)
-    org = Organization(id=ids.new_id(ids.ORG), name=name)
+    org_tier = tier_named(tier if tier is not None else get_settings().rate_limit_default_tier)
+    org = Organization(id=ids.new_id(ids.ORG), name=name, tier=org_tier.value)
     project = Project(id=ids.new_id(ids.PROJECT), organization_id=org.id, name=f"{name} project")
     session.add_all([org, project])
     session.flush()
@@ -119,3 +125,34 @@ def create_tenant(
     key = create_key(session, org.id, ["*"], env=env, name="tenant bootstrap")
     session.flush()
     return Tenant(org.id, project.id, key, accounts, extra)
+
+
+def _organization(session: Session, organization_id: str) -> Organization:
+    org = session.get(Organization, organization_id)
+    if org is None:
+        raise NotFound(f"no organization {organization_id}")
+    return org
+
+
+def set_organization_tier(
+    session: Session, organization_id: str, tier: str, *, keys: bool = False
+) -> int:
+    """Move an organization to `tier` (its daily write cap, unless it has its own) and, with
+    `keys`, every active key of it too; else its keys keep their tiers. How many keys moved."""
+    org = _organization(session, organization_id)
+    org.tier = tier_named(tier).value
+    if not keys:
+        return 0
+    moved = session.execute(
+        update(ApiKey)
+        .where(ApiKey.organization_id == org.id, ApiKey.revoked_at.is_(None))
+        .values(tier=org.tier)
+    )
+    return int(moved.rowcount)  # type: ignore[attr-defined]
+
+
+def set_daily_write_cap(session: Session, organization_id: str, cap: int | None) -> Organization:
+    """Give an organization its own daily write cap, or (None) its tier's again."""
+    org = _organization(session, organization_id)
+    org.daily_write_cap = checked_limit("dailyWriteCap", cap)
+    return org
