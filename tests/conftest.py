@@ -10,6 +10,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
 from harness.stack import Stack
@@ -44,14 +45,24 @@ def database() -> Iterator[str]:
     engine().dispose()
 
 
+DEADLOCK_DETECTED = "40P01"
 TABLES = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
 
 
 @pytest.fixture(autouse=True)
 def clean_db(database: str) -> None:
-    """Every test starts from empty tables."""
-    with engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    """Every test starts from empty tables. Once a test has started the session's stack, its
+    beat and workers keep working on this database: a TRUNCATE of every table can deadlock
+    with a dispatcher tick that locks some of them in another order, and PostgreSQL then
+    cancels one of the two; the TRUNCATE is simply run again."""
+    for attempt in range(10):
+        try:
+            with engine().begin() as conn:
+                conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == 9:
+                raise
 
 
 @pytest.fixture(autouse=True)

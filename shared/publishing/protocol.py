@@ -654,20 +654,22 @@ def run_poll(
 
 
 def dispatch_once() -> int:
-    """One dispatcher tick: approve content past its policy's delay, then send an ETA task for
-    each post due within the horizon (those approvals' posts included)."""
+    """One dispatcher tick: send an ETA task for each post due within the horizon, re-arm lost
+    polls and deliveries, and approve content past its policy's delay."""
     settings = get_settings()
 
     def tick(tx: Tx) -> int:
-        # One instant and one grace for the sweeps: content to auto-approve, due posts, lost
-        # polls, lost webhook deliveries.
+        # One instant and one grace for the sweeps: due posts, lost polls, lost webhook
+        # deliveries, content to auto-approve.
         now, limit = utcnow(), settings.dispatch_batch
         grace = timedelta(seconds=settings.redispatch_grace_s)
         horizon = timedelta(seconds=settings.dispatch_horizon_s)
-        approved = usecases.auto_approve(tx, now=now, limit=limit)
         due = posts.dispatch_due(tx.session, now=now, horizon=horizon, grace=grace, limit=limit)
         polls = posts.rearm_lost_polls(tx.session, now=now, grace=grace, limit=limit)
         lost = deliveries.rearm_lost(tx.session, now=now, grace=grace, limit=limit)
+        # Last: the posts it makes are sent by the next tick (a second later), and the tick
+        # takes its tables' locks in one order (posts, deliveries, then content).
+        approved = usecases.auto_approve(tx, now=now, limit=limit)
         for d in due:
             tx.after_commit(partial(send_publish, d))
         for poll in polls:
