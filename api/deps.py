@@ -67,7 +67,11 @@ def _principal(
     with transaction() as tx:
         key, organization = authenticate(tx.session, token.strip(), now=utcnow())
         return Principal(
-            key.organization_id, key.id, tuple(key.scopes), key.env, limits_of(key, organization)
+            key.organization_id,
+            key.id,
+            tuple(key.scopes),
+            key.env,
+            limits_of(key, organization, scale=get_settings().rate_limit_multiplier),
         )
 
 
@@ -94,9 +98,8 @@ def require(scope: str) -> Callable[..., Principal]:
 def _rate_limit(request: Request, principal: Principal, klass: EndpointClass) -> None:
     """Each class has its own bucket per key, and writes of every class count against the
     organization's day; over either is 429 RATE_LIMITED."""
-    scale = get_settings().rate_limit_multiplier
-    per_minute = principal.limits.per_minute(klass) * scale
-    daily_cap = principal.limits.daily_writes * scale if klass.writes else None
+    per_minute = principal.limits.per_minute(klass)
+    daily_cap = principal.limits.daily_writes if klass.writes else None
     decision = limiter_of(request.app.state).check(
         principal.key_id,
         klass,

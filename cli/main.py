@@ -386,6 +386,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 def _cmd_keys_set_limits(args: argparse.Namespace) -> int:
     from shared.kit.db import transaction
+    from shared.kit.settings import get_settings
     from shared.models import ApiKey, Organization
     from shared.tenancy.keys import set_key_limit, set_key_tier
     from shared.tenancy.tiers import key_override, limits_of
@@ -407,7 +408,7 @@ def _cmd_keys_set_limits(args: argparse.Namespace) -> int:
         assert key is not None
         org = tx.session.get(Organization, key.organization_id)
         assert org is not None
-        limits = limits_of(key, org)
+        limits = limits_of(key, org, scale=get_settings().rate_limit_multiplier)
         _emit(
             {
                 "id": key.id,

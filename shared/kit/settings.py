@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     # Rate limits come from tiers (shared/tenancy/tiers.py). A new organization, and so its
     # first key, is in this tier unless `tenants create --tier` says otherwise.
     rate_limit_default_tier: Literal["standard", "pilot", "partner"] = "standard"
-    # Every limit (a tier's, a key's or an organization's own) times this: 1 in service; load
-    # runs lift every limit with a large one and still make each request's Redis call.
+    # Every tier's limits and daily cap times this: 1 in service; load runs lift them with a
+    # large one and still make each request's Redis call. A limit set on a key or an
+    # organization is taken as written, so a test stack can still give one key a small limit.
     rate_limit_multiplier: int = Field(default=1, ge=1)
 
     # /metrics reads posts-by-status from PostgreSQL at most this often.

@@ -96,12 +96,15 @@ def key_override(key: ApiKey, klass: EndpointClass) -> int | None:
     return value
 
 
-def limits_of(key: ApiKey, organization: Organization) -> Limits:
+def limits_of(key: ApiKey, organization: Organization, *, scale: int = 1) -> Limits:
     """What `key` may spend: its own limits over its tier's, and its organization's daily
-    cap (the organization's own over its tier's)."""
+    cap (the organization's own over its tier's). `scale` (RATE_LIMIT_MULTIPLIER) lifts the
+    tiers' figures only: a limit set on a key or an organization is meant as written."""
     tier = TIERS[Tier(key.tier)]
     per_minute = {
-        klass: own if (own := key_override(key, klass)) is not None else tier.per_minute(klass)
+        klass: own
+        if (own := key_override(key, klass)) is not None
+        else tier.per_minute(klass) * scale
         for klass in EndpointClass
     }
     cap = organization.daily_write_cap
@@ -109,5 +112,7 @@ def limits_of(key: ApiKey, organization: Organization) -> Limits:
         read_light=per_minute[EndpointClass.READ_LIGHT],
         write_light=per_minute[EndpointClass.WRITE_LIGHT],
         long_running=per_minute[EndpointClass.LONG_RUNNING],
-        daily_writes=cap if cap is not None else TIERS[Tier(organization.tier)].daily_writes,
+        daily_writes=cap
+        if cap is not None
+        else TIERS[Tier(organization.tier)].daily_writes * scale,
     )
