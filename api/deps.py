@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -75,6 +75,15 @@ def _principal(
         )
 
 
+# The scope each dependency made by `require` demands: what the OpenAPI document states.
+_REQUIRED_SCOPES: dict[Callable[..., Principal], str] = {}
+
+
+def required_scope(dependency: Callable[..., Any]) -> str | None:
+    """The scope `dependency` demands, if `require` made it."""
+    return _REQUIRED_SCOPES.get(dependency)
+
+
 def require(scope: str) -> Callable[..., Principal]:
     """A dependency that authenticates and demands `scope` (deny by default)."""
 
@@ -92,6 +101,7 @@ def require(scope: str) -> Callable[..., Principal]:
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    _REQUIRED_SCOPES[dependency] = scope
     return dependency
 
 

@@ -1,19 +1,18 @@
 """Each /v1 route's endpoint class, declared here once: it names the route's rate-limit bucket
 (`X-RateLimit-Endpoint-Class`), and whether its requests count against the organization's
 daily write cap. `check` refuses an app with a /v1 route that is not declared, or a
-declaration with no route; `document` writes each operation's class into the OpenAPI
+declaration with no route; api/openapi.py writes each operation's class into the OpenAPI
 document, with the rate-limit headers of its answers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Final
 
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 
-from api.ratelimit import CLASS_HEADER
 from shared.tenancy.tiers import EndpointClass
 
 _READ, _WRITE, _LONG = (
@@ -83,59 +82,3 @@ def check(routers: Iterable[APIRouter]) -> None:
             "every /v1 route is declared once in api/endpoint_classes.py ROUTE_CLASSES: "
             f"undeclared {undeclared}, declared but not served {unserved}, served twice {twice}"
         )
-
-
-def _header(description: str, schema: dict[str, Any], required: bool) -> dict[str, Any]:
-    return {"description": description, "required": required, "schema": schema}
-
-
-def _headers(refused: bool) -> dict[str, dict[str, Any]]:
-    integer = {"type": "integer", "minimum": 0}
-    out = {
-        CLASS_HEADER: _header(
-            "The endpoint class whose bucket counted this request",
-            {"type": "string", "enum": [k.value for k in EndpointClass]},
-            refused,
-        ),
-        "X-RateLimit-Limit": _header(
-            "The class's requests per minute for this key (on a 429 with `details.window` "
-            "`day`: the organization's daily write cap)",
-            integer,
-            refused,
-        ),
-        "X-RateLimit-Remaining": _header(
-            "Requests of this class that would be admitted right now", integer, refused
-        ),
-        "X-RateLimit-Reset": _header(
-            "Seconds until the bucket is whole again (the day's: until the next UTC midnight)",
-            integer,
-            refused,
-        ),
-    }
-    if refused:
-        out["Retry-After"] = _header("Whole seconds to wait, at least 1", integer, True)
-    return out
-
-
-# The answers of a counted request: the limiter has answered before these are made.
-_COUNTED = ("404", "409", "422", "429")
-
-
-def document(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document with each /v1 operation's class: a line of its description, the
-    `x-rate-limit-class` extension, and the rate-limit headers of its counted answers."""
-    for path, operations in schema.get("paths", {}).items():
-        if not path.startswith("/v1/"):
-            continue
-        for method, operation in operations.items():
-            klass = ROUTE_CLASSES[(method.upper(), path)]
-            line = f"Rate limit: endpoint class `{klass}`" + (
-                ", and the organization's daily write cap." if klass.writes else "."
-            )
-            before = operation.get("description")
-            operation["description"] = f"{before}\n\n{line}" if before else line
-            operation["x-rate-limit-class"] = klass.value
-            for status, response in operation.get("responses", {}).items():
-                if status.startswith("2") or status in _COUNTED:
-                    response["headers"] = _headers(refused=status == "429")
-    return schema

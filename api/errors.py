@@ -1,5 +1,6 @@
 """Every failure as the envelope `{"error": {code, message, requestId, details}}`: the
-handlers FastAPI calls, validation issues in wire paths, and the documented shape."""
+handlers FastAPI calls, and validation issues in wire paths. Each code's documented shape is
+in api/schemas.py (`ERROR_KINDS`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match, Route
@@ -138,18 +138,3 @@ def install(app: FastAPI, routes: Callable[[], Iterable[BaseRoute]]) -> None:
     async def _internal(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "INTERNAL", "Internal error")
-
-
-class _ErrorBodyDoc(BaseModel):
-    code: str
-    message: str
-    requestId: str
-    details: dict[str, Any] = Field(
-        description="Extra context; for VALIDATION, `issues`: a list of {path, message}."
-    )
-
-
-class ErrorEnvelopeDoc(BaseModel):
-    """`{"error": {code, message, requestId, details}}` on every 4xx/5xx."""
-
-    error: _ErrorBodyDoc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Union, cast
 
 from fastapi import Header
 from fastapi.responses import Response
@@ -11,8 +11,7 @@ from pydantic import BaseModel
 
 from api import idempotency
 from api.deps import Principal
-from api.errors import ErrorEnvelopeDoc
-from api.schemas import Text
+from api.schemas import ENVELOPES, ERRORS, ErrorKind, Text
 from shared.kit.db import Tx, transaction
 
 IdempotencyKey = Annotated[
@@ -20,7 +19,12 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         max_length=idempotency.MAX_KEY_LENGTH,
-        description="Replays the first response for the same key and body within 24 h.",
+        description="Replays the first response for the same key and body within 24 h; the "
+        "same key with another body or path is 409 IDEMPOTENCY_CONFLICT. The organization's "
+        "keys, not the API key's.",
+        # Only documents what `idempotency.replay` refuses, with its own message (a
+        # `min_length` here would answer pydantic's instead).
+        json_schema_extra={"minLength": 1},
     ),
 ]
 
@@ -48,21 +52,31 @@ def run_mutation(
     return response
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the envelope on each listed status (401/403/422/500 always)."""
-    text = {
-        401: "Missing, malformed, unknown or revoked key (UNAUTHENTICATED)",
-        403: "The key lacks this endpoint's scope (FORBIDDEN_SCOPE); publish-now of content "
-        "awaiting approval (APPROVAL_REQUIRED)",
-        404: "No such object in the caller's organization (NOT_FOUND)",
-        409: "The object's state forbids the change (CONFLICT, IDEMPOTENCY_CONFLICT); the "
-        "content was rejected (CONTENT_REJECTED)",
-        413: "The request body is over the size cap (PAYLOAD_TOO_LARGE)",
-        422: "Bad input (VALIDATION); details.issues lists {path, message}",
-        429: "Over the key's limit of the endpoint's class, or the organization's daily write "
-        "cap (RATE_LIMITED); details.window says which",
-        500: "A bug (INTERNAL); no internals leak",
-        503: "A dependency is down (UNAVAILABLE); retry",
-    }
-    wanted = sorted({401, 403, 422, 429, 500, 503, *statuses})
-    return {s: {"model": ErrorEnvelopeDoc, "description": text[s]} for s in wanted}
+# The codes every /v1 operation can answer, and those of every request with a body.
+ALWAYS: Final = (
+    "UNAUTHENTICATED",
+    "FORBIDDEN_SCOPE",
+    "VALIDATION",
+    "RATE_LIMITED",
+    "INTERNAL",
+    "UNAVAILABLE",
+)
+WITH_BODY: Final = ("REQUEST_TIMEOUT", "PAYLOAD_TOO_LARGE")
+
+
+def errors(*codes: str, body: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of an operation's error answers: those of every operation, those
+    of a request with a body (`body`), and its own `codes`. One entry per status, whose
+    schema is the envelope of each code it can carry (a union when several can)."""
+    by_status: dict[int, list[ErrorKind]] = {}
+    for code in dict.fromkeys((*ALWAYS, *(WITH_BODY if body else ()), *codes)):
+        kind = ERRORS[code]
+        by_status.setdefault(kind.status, []).append(kind)
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, kinds in sorted(by_status.items()):
+        models = tuple(ENVELOPES[kind.code] for kind in kinds)
+        out[status] = {
+            "model": models[0] if len(models) == 1 else cast(Any, Union)[models],
+            "description": " ".join(f"`{kind.code}`: {kind.summary}" for kind in kinds),
+        }
+    return out

@@ -30,7 +30,8 @@ router = APIRouter(prefix="/v1", tags=["content"])
     "/projects/{projectId}/content/upload",
     status_code=201,
     response_model=ContainerOut,
-    responses=errors(404, 409, 413),
+    responses=errors("NOT_FOUND", "IDEMPOTENCY_CONFLICT", body=True),
+    operation_id="uploadContent",
 )
 def upload_content(
     projectId: str,
@@ -51,7 +52,12 @@ def upload_content(
     return run_mutation(principal, idempotency_key, "POST", request.url.path, body, work)
 
 
-@router.get("/content/{containerId}", response_model=ContainerOut, responses=errors(404))
+@router.get(
+    "/content/{containerId}",
+    response_model=ContainerOut,
+    responses=errors("NOT_FOUND"),
+    operation_id="getContent",
+)
 def get_content(
     containerId: str,
     session: ReadSession,
@@ -66,7 +72,8 @@ def get_content(
 @router.get(
     "/projects/{projectId}/approval-policy",
     response_model=ApprovalPolicyOut,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="getApprovalPolicy",
 )
 def get_approval_policy(
     projectId: str,
@@ -81,7 +88,8 @@ def get_approval_policy(
 @router.put(
     "/projects/{projectId}/approval-policy",
     response_model=ApprovalPolicyOut,
-    responses=errors(404, 413),
+    responses=errors("NOT_FOUND", body=True),
+    operation_id="setApprovalPolicy",
 )
 def put_approval_policy(
     projectId: str,
@@ -122,7 +130,10 @@ def _decide(
 
 
 @router.post(
-    "/content/{containerId}/approve", response_model=ContainerOut, responses=errors(404, 409, 413)
+    "/content/{containerId}/approve",
+    response_model=ContainerOut,
+    responses=errors("NOT_FOUND", "CONFLICT", "IDEMPOTENCY_CONFLICT", body=True),
+    operation_id="approveContent",
 )
 def approve_content(
     containerId: str,
@@ -138,7 +149,10 @@ def approve_content(
 
 
 @router.post(
-    "/content/{containerId}/reject", response_model=ContainerOut, responses=errors(404, 409, 413)
+    "/content/{containerId}/reject",
+    response_model=ContainerOut,
+    responses=errors("NOT_FOUND", "CONFLICT", "IDEMPOTENCY_CONFLICT", body=True),
+    operation_id="rejectContent",
 )
 def reject_content(
     containerId: str,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import AwareDatetime
 
-from api import pagination
+from api import pagination, schemas
 from api.deps import Principal, ReadSession, require
 from api.presenters import intent_body, json_response, post_body
 from api.routes.common import IdempotencyKey, errors, run_mutation
@@ -36,7 +36,7 @@ from shared.models import Mode, PostStatus, ScheduledPost, ScheduleIntent
 from shared.publishing import posts, usecases
 from shared.publishing.posts import CancelResult
 
-router = APIRouter(prefix="/v1", tags=["scheduled posts"])
+router = APIRouter(prefix="/v1", tags=["publishing"])
 
 
 def _targets(targets: list[TargetIn]) -> list[posts.Target]:
@@ -74,8 +74,9 @@ def _created(created: list[ScheduledPost] | ScheduleIntent) -> Response:
             "intent, and its approval makes the posts (at `scheduledFor`, or 30 s after the "
             "approval if that is later)",
         },
-        **errors(404, 409, 413),
+        **errors("NOT_FOUND", "CONTENT_REJECTED", "IDEMPOTENCY_CONFLICT", body=True),
     },
+    operation_id="scheduleContent",
 )
 def schedule(
     containerId: str,
@@ -110,7 +111,10 @@ def schedule(
     "/content/{containerId}/publish",
     status_code=201,
     response_model=ScheduledPostsCreated,
-    responses=errors(404, 409, 413),
+    responses=errors(
+        "APPROVAL_REQUIRED", "NOT_FOUND", "CONTENT_REJECTED", "IDEMPOTENCY_CONFLICT", body=True
+    ),
+    operation_id="publishContentNow",
 )
 def publish_now(
     containerId: str,
@@ -139,7 +143,12 @@ def publish_now(
     return run_mutation(principal, idempotency_key, "POST", request.url.path, body, work)
 
 
-@router.get("/scheduled-posts/{id}", response_model=ScheduledPostOut, responses=errors(404))
+@router.get(
+    "/scheduled-posts/{id}",
+    response_model=ScheduledPostOut,
+    responses=errors("NOT_FOUND"),
+    operation_id="getScheduledPost",
+)
 def get_scheduled_post(
     id: str,
     session: ReadSession,
@@ -152,13 +161,14 @@ def get_scheduled_post(
 @router.get(
     "/projects/{projectId}/scheduled-posts",
     response_model=ScheduledPostList,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="listScheduledPosts",
 )
 def list_scheduled_posts(
     projectId: str,
     session: ReadSession,
     principal: Annotated[Principal, Depends(require("publish:read"))],
-    status: Annotated[list[PostStatus] | None, Query(description="Repeatable")] = None,
+    status: Annotated[list[schemas.PostStatus] | None, Query(description="Repeatable")] = None,
     socialAccountId: Annotated[Text | None, Query(max_length=64)] = None,
     since: Annotated[AwareDatetime | None, Query(description="scheduledFor >= since")] = None,
     until: Annotated[AwareDatetime | None, Query(description="scheduledFor <= until")] = None,
@@ -170,7 +180,7 @@ def list_scheduled_posts(
     if since is not None and until is not None and since > until:
         raise Validation.at("since", "since must not be after until")
     flt = posts.PostFilter(
-        statuses=status or [],
+        statuses=[PostStatus(s) for s in status or []],
         social_account_id=socialAccountId,
         since=since,
         until=until,
@@ -188,7 +198,8 @@ def list_scheduled_posts(
 @router.post(
     "/scheduled-posts/{id}/reschedule",
     response_model=RescheduledOut,
-    responses=errors(404, 409, 413),
+    responses=errors("NOT_FOUND", "CONFLICT", "IDEMPOTENCY_CONFLICT", body=True),
+    operation_id="rescheduleScheduledPost",
 )
 def reschedule(
     id: str,
@@ -218,8 +229,9 @@ def reschedule(
 @router.delete(
     "/scheduled-posts/{id}",
     response_model=CanceledOut,
-    responses=errors(404, 409, 413),
+    responses=errors("NOT_FOUND", "CONFLICT", body=True),
     summary="Cancel a queued post before it publishes",
+    operation_id="cancelScheduledPost",
 )
 def cancel(
     id: str,
@@ -250,7 +262,12 @@ def cancel(
     )
 
 
-@router.get("/schedule-intents/{intentId}", response_model=ScheduleIntentOut, responses=errors(404))
+@router.get(
+    "/schedule-intents/{intentId}",
+    response_model=ScheduleIntentOut,
+    responses=errors("NOT_FOUND"),
+    operation_id="getScheduleIntent",
+)
 def get_schedule_intent(
     intentId: str,
     session: ReadSession,
@@ -265,7 +282,8 @@ def get_schedule_intent(
 @router.get(
     "/content/{containerId}/schedule-intents",
     response_model=ScheduleIntentList,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="listScheduleIntents",
 )
 def list_schedule_intents(
     containerId: str,
@@ -289,7 +307,8 @@ def list_schedule_intents(
 @router.delete(
     "/schedule-intents/{intentId}",
     response_model=ScheduleIntentOut,
-    responses=errors(404, 409, 413),
+    responses=errors("NOT_FOUND", "CONFLICT", body=True),
+    operation_id="cancelScheduleIntent",
 )
 def cancel_schedule_intent(
     intentId: str,

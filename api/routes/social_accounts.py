@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -11,24 +11,25 @@ from api import pagination
 from api.deps import Principal, ReadSession, require
 from api.presenters import account_body
 from api.routes.common import errors
-from api.schemas import AccountStatusName, SocialAccountList
+from api.schemas import AccountStatus, Platform, SocialAccountList
 from shared.accounts import accounts
 from shared.content import containers
 
-router = APIRouter(prefix="/v1", tags=["social accounts"])
+router = APIRouter(prefix="/v1", tags=["social"])
 
 
 @router.get(
     "/projects/{projectId}/social-accounts",
     response_model=SocialAccountList,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="listSocialAccounts",
 )
 def list_social_accounts(
     projectId: str,
     session: ReadSession,
     principal: Annotated[Principal, Depends(require("social:read"))],
-    platform: Annotated[Literal["tiktok", "instagram"] | None, Query()] = None,
-    status: Annotated[AccountStatusName | None, Query()] = None,
+    platform: Annotated[Platform | None, Query()] = None,
+    status: Annotated[AccountStatus | None, Query()] = None,
     cursor: pagination.Cursor = None,
     limit: pagination.Limit = pagination.DEFAULT_LIMIT,
 ) -> Response:

@@ -37,7 +37,8 @@ Writer = Annotated[Principal, Depends(require("webhooks:write"))]
     "/webhook-endpoints",
     status_code=201,
     response_model=WebhookEndpointWithSecret,
-    responses=errors(409),
+    responses=errors("IDEMPOTENCY_CONFLICT", body=True),
+    operation_id="createWebhookEndpoint",
 )
 def register_webhook_endpoint(
     body: WebhookEndpointIn,
@@ -63,7 +64,12 @@ def register_webhook_endpoint(
     return run_mutation(principal, idempotency_key, "POST", request.url.path, body, work)
 
 
-@router.get("/webhook-endpoints", response_model=WebhookEndpointList, responses=errors())
+@router.get(
+    "/webhook-endpoints",
+    response_model=WebhookEndpointList,
+    responses=errors(),
+    operation_id="listWebhookEndpoints",
+)
 def list_webhook_endpoints(
     session: ReadSession,
     principal: Reader,
@@ -82,7 +88,10 @@ def list_webhook_endpoints(
 
 
 @router.get(
-    "/webhook-endpoints/{endpointId}", response_model=WebhookEndpointOut, responses=errors(404)
+    "/webhook-endpoints/{endpointId}",
+    response_model=WebhookEndpointOut,
+    responses=errors("NOT_FOUND"),
+    operation_id="getWebhookEndpoint",
 )
 def get_webhook_endpoint(endpointId: str, session: ReadSession, principal: Reader) -> Response:
     """One endpoint."""
@@ -92,7 +101,10 @@ def get_webhook_endpoint(endpointId: str, session: ReadSession, principal: Reade
 
 
 @router.patch(
-    "/webhook-endpoints/{endpointId}", response_model=WebhookEndpointOut, responses=errors(404)
+    "/webhook-endpoints/{endpointId}",
+    response_model=WebhookEndpointOut,
+    responses=errors("NOT_FOUND", body=True),
+    operation_id="updateWebhookEndpoint",
 )
 def update_webhook_endpoint(
     endpointId: str, body: WebhookEndpointPatch, principal: Writer
@@ -128,7 +140,8 @@ def update_webhook_endpoint(
 @router.post(
     "/webhook-endpoints/{endpointId}/rotate-secret",
     response_model=WebhookEndpointWithSecret,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="rotateWebhookEndpointSecret",
 )
 def rotate_webhook_secret(endpointId: str, principal: Writer) -> Response:
     """A new signing secret, shown this once. For 24 h (`previousSecretExpiresAt`) every
@@ -160,7 +173,8 @@ def _deliveries_body(session: ReadSession, rows: list[WebhookDelivery]) -> list[
     "/webhook-endpoints/{endpointId}/ping",
     status_code=202,
     response_model=WebhookDeliveryOut,
-    responses=errors(404, 409),
+    responses=errors("NOT_FOUND", "CONFLICT"),
+    operation_id="pingWebhookEndpoint",
 )
 def ping_webhook_endpoint(endpointId: str, principal: Writer) -> Response:
     """Send a `test.ping` event to this endpoint now (`{"endpointId"}` as its data), signed
@@ -178,7 +192,8 @@ def ping_webhook_endpoint(endpointId: str, principal: Writer) -> Response:
 @router.get(
     "/webhook-endpoints/{endpointId}/deliveries",
     response_model=WebhookDeliveryList,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="listWebhookDeliveries",
 )
 def list_webhook_deliveries(
     endpointId: str,
@@ -205,7 +220,8 @@ def list_webhook_deliveries(
     "/webhook-deliveries/{deliveryId}/replay",
     status_code=201,
     response_model=WebhookDeliveryOut,
-    responses=errors(404),
+    responses=errors("NOT_FOUND"),
+    operation_id="replayWebhookDelivery",
 )
 def replay_webhook_delivery(deliveryId: str, principal: Writer) -> Response:
     """Send a delivery's event again to its endpoint, as a new event (a new id) whose body

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "postgresql+psycopg://root@127.0.0.1:5432/publisher"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The API's base URL as its callers reach it: the `servers` entry of its OpenAPI document.
+    public_api_url: str = "http://127.0.0.1:8000"
     sandbox_url: str = "http://127.0.0.1:8900"
     # Where emulator-bound Instagram accounts post; a real deployment sets the Graph host,
     # e.g. https://graph.instagram.com/v21.0.
