@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck pytest services chaos chaos-emulator clean
 
-$(STAMP): pyproject.toml
+# The Python client (clients/python/, a package of its own) goes in editable too: its tests
+# run with the suite.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)

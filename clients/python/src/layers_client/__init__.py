@@ -1,0 +1,121 @@
+"""The Python client of the Layers publishing API v1: `Layers`, its models and errors, and
+`layers_client.webhooks` to verify deliveries. For example:
+
+```python
+from layers_client import Layers
+
+with Layers(api_key="lp_live_…", base_url="https://…") as layers:
+    result = layers.publishing.cancel(id="sp_…", reason="Legal review pending.")
+```
+"""
+
+from layers_client import webhooks
+from layers_client._version import __version__
+from layers_client.client import (
+    ContentAPI,
+    HealthAPI,
+    Layers,
+    MediaParams,
+    PublishingAPI,
+    SocialAPI,
+    Target,
+    WebhooksAPI,
+)
+from layers_client.errors import (
+    ApprovalRequiredError,
+    ConflictError,
+    ContentRejectedError,
+    ForbiddenScopeError,
+    IdempotencyConflictError,
+    InternalError,
+    Issue,
+    LayersConnectionError,
+    LayersError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    RequestTimeoutError,
+    UnauthenticatedError,
+    UnavailableError,
+    ValidationError,
+    WebhookSignatureError,
+)
+from layers_client.models import (
+    Approval,
+    ApprovalPolicy,
+    BlockedOnApproval,
+    CanceledPost,
+    ContentContainer,
+    Health,
+    IntentTarget,
+    LastError,
+    Media,
+    Page,
+    RescheduledPost,
+    ScheduledPost,
+    ScheduledPosts,
+    ScheduleIntent,
+    ScheduleResult,
+    SocialAccount,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointWithSecret,
+    WebhookEvent,
+)
+from layers_client.operations import OPERATIONS, Operation
+
+__all__ = [
+    "OPERATIONS",
+    "Approval",
+    "ApprovalPolicy",
+    "ApprovalRequiredError",
+    "BlockedOnApproval",
+    "CanceledPost",
+    "ConflictError",
+    "ContentAPI",
+    "ContentContainer",
+    "ContentRejectedError",
+    "ForbiddenScopeError",
+    "Health",
+    "HealthAPI",
+    "IdempotencyConflictError",
+    "IntentTarget",
+    "InternalError",
+    "Issue",
+    "LastError",
+    "Layers",
+    "LayersConnectionError",
+    "LayersError",
+    "Media",
+    "MediaParams",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "Operation",
+    "Page",
+    "PayloadTooLargeError",
+    "PublishingAPI",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "RescheduledPost",
+    "ScheduleIntent",
+    "ScheduleResult",
+    "ScheduledPost",
+    "ScheduledPosts",
+    "SocialAPI",
+    "SocialAccount",
+    "Target",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "ValidationError",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEndpointWithSecret",
+    "WebhookEvent",
+    "WebhookSignatureError",
+    "WebhooksAPI",
+    "__version__",
+    "webhooks",
+]
