@@ -4,8 +4,10 @@
  * last `RequestOptions`.
  */
 
+import { ConflictError } from "./errors.js";
 import type { OperationId } from "./operations.js";
 import {
+  type Answer,
   type Call,
   type LayersOptions,
   type Query,
@@ -330,21 +332,33 @@ export class PublishingResource extends Resource {
   }
 
   /**
-   * Cancel a post that has not started publishing. A `ConflictError` (409) when it is too
-   * late: `objectStatus` is `"publishing"` (the upload started; it will complete) or the
-   * terminal status it has. Retried on transport failures like any call, and a retry of a
-   * cancel that did land answers that 409 with `"canceled"`: it is thrown as it is, never
-   * turned into a success (see the README, "Cancel and retries").
+   * Cancel a post that has not started publishing: a result means it never reaches the
+   * platform. A `ConflictError` (409) when it is too late: `objectStatus` is `"publishing"`
+   * (the upload started; it will complete) or the terminal status it has.
+   *
+   * Retried like any call. A retry that follows a lost answer (a timeout, a dropped
+   * connection, a 503) and is told 409 `"canceled"` returns `{ recovered: true,
+   * canceledAt: null }`: the post is canceled, which is what was asked. A 409 `"canceled"`
+   * on the first attempt, or after only 429s or a refused connection, is thrown: someone
+   * else canceled it (see the README, "Cancel and retries").
    */
-  cancel(params: CancelParams, options?: RequestOptions): Promise<CanceledPost> {
-    return this.call(
+  async cancel(params: CancelParams, options?: RequestOptions): Promise<CanceledPost> {
+    const answer = await this.transport.send<unknown>(
       {
         operation: "cancelScheduledPost",
         path: { id: params.id },
         body: given({ reason: params.reason }),
+        accept: [409],
       },
       options,
     );
+    if (answer.error === undefined) {
+      return answer.body as CanceledPost;
+    }
+    if (recoveredCancel(answer)) {
+      return { id: params.id, status: "canceled", canceledAt: null, recovered: true };
+    }
+    throw answer.error;
   }
 
   /** One page of a container's schedule intents, oldest first. */
@@ -370,17 +384,46 @@ export class PublishingResource extends Resource {
   }
 
   /** Cancel a `blocked` intent. A `ConflictError` once it is not (`details.status`, and
-   * `details.scheduledPostIds` once promoted: cancel those posts). */
-  cancelScheduleIntent(params: CancelParams, options?: RequestOptions): Promise<ScheduleIntent> {
-    return this.call(
+   * `details.scheduledPostIds` once promoted: cancel those posts). A retry after a lost
+   * answer that is told `"canceled"` reads the intent and returns it, as `cancel` does; if
+   * that read fails, the `ConflictError` is thrown. */
+  async cancelScheduleIntent(
+    params: CancelParams,
+    options?: RequestOptions,
+  ): Promise<ScheduleIntent> {
+    const answer = await this.transport.send<unknown>(
       {
         operation: "cancelScheduleIntent",
         path: { intentId: params.id },
         body: given({ reason: params.reason }),
+        accept: [409],
       },
       options,
     );
+    if (answer.error === undefined) {
+      return answer.body as ScheduleIntent;
+    }
+    if (recoveredCancel(answer)) {
+      // A read: the cancel's Idempotency-Key, if the caller gave one, is not for it.
+      const { idempotencyKey: _, ...readOptions } = options ?? {};
+      try {
+        return await this.getScheduleIntent({ id: params.id }, readOptions);
+      } catch {
+        // The caller's abort is reported as such, as everywhere else.
+        options?.signal?.throwIfAborted();
+      }
+    }
+    throw answer.error;
   }
+}
+
+/** A 409 `"canceled"` answering the retry of a cancel whose earlier answer was lost. */
+function recoveredCancel(answer: Answer<unknown>): boolean {
+  return (
+    answer.earlierAttemptUnknown &&
+    answer.error instanceof ConflictError &&
+    answer.error.objectStatus === "canceled"
+  );
 }
 
 // --- webhooks --------------------------------------------------------------------------------

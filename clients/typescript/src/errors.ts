@@ -81,9 +81,9 @@ export class RequestTimeoutError extends LayersError {}
 /**
  * 409 CONFLICT: the object's state forbids the change. `status` (`details.status`) is the
  * object's status: for a cancel, `"publishing"` means the upload started and the post will
- * complete; a terminal status means it already ended so. A cancel that the client retried
- * can answer `"canceled"`: see the README ("Cancel and retries") for why that is not
- * reported as a success.
+ * complete; a terminal status means it already ended so. `"canceled"` means someone canceled
+ * it first; a retry after a lost answer that is told so is a recovered cancel instead, not
+ * this error (see the README, "Cancel and retries").
  */
 export class ConflictError extends LayersError {
   /** `details.status`: the object's status when the change was refused. */

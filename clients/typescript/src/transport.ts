@@ -71,7 +71,8 @@ export interface Call {
   query?: Query;
   /** A JSON body; `undefined` sends none. */
   body?: unknown;
-  /** Statuses that are answers, not errors, besides the 2xx (readiness's 503). */
+  /** Statuses that are answers, not errors, besides the 2xx (readiness's 503, a cancel's
+   * 409). */
   accept?: readonly number[];
   /** Override of the retries (readiness is never retried). */
   maxRetries?: number;
@@ -81,6 +82,14 @@ export interface Answer<T> {
   status: number;
   headers: Headers;
   body: T;
+  /** For a status outside the 2xx that the call accepts: the error that answer is. */
+  error?: LayersError;
+  /** An earlier attempt of this call may have reached the server, and done its work,
+   * without its answer arriving: it timed out or lost its connection after the request
+   * started, or it was answered 503. A 429 did nothing, nor did a refused connection. This
+   * tells a retried cancel's 409 "canceled" (most likely its own earlier attempt's work)
+   * from a cancel that someone else made first. */
+  earlierAttemptUnknown: boolean;
 }
 
 export class Transport {
@@ -140,6 +149,7 @@ export class Transport {
     const maxRetries = call.maxRetries ?? options.maxRetries ?? this.maxRetries;
     const timeoutMs = options.timeoutMs ?? this.timeoutMs;
     const signal = options.signal;
+    let earlierAttemptUnknown = false;
 
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
@@ -174,6 +184,7 @@ export class Transport {
             { cause: err, timedOut, attempts: attempt + 1 },
           );
         }
+        earlierAttemptUnknown ||= !sentNothing;
         await this.wait(this.backoff(attempt), signal);
         continue;
       } finally {
@@ -182,14 +193,20 @@ export class Transport {
       }
 
       const status = response.status;
-      if ((status >= 200 && status < 300) || call.accept?.includes(status)) {
-        return { status, headers: response.headers, body: parse(text) as T };
+      const answered = { status, headers: response.headers, earlierAttemptUnknown };
+      if (status >= 200 && status < 300) {
+        return { ...answered, body: parse(text) as T };
       }
       const error = errorFromResponse(status, response.headers, text);
+      if (call.accept?.includes(status)) {
+        return { ...answered, body: parse(text) as T, error };
+      }
       const wait = retriesLeft ? this.retryDelay(error, attempt, repeatable) : undefined;
       if (wait === undefined) {
         throw error;
       }
+      // A 429 was refused before any work; a 503 may have failed after its commit.
+      earlierAttemptUnknown ||= status === 503;
       await this.wait(wait, signal);
     }
   }

@@ -186,10 +186,21 @@ export interface BlockedOnApproval {
  */
 export type ScheduleResult = PostsScheduled | BlockedOnApproval;
 
+/**
+ * The answer of a cancel that won: the post never reaches the platform.
+ *
+ * `recovered` is true when an earlier attempt of this call lost its answer (a timeout, a
+ * dropped connection, a 503) and the retry was told `409 CONFLICT` with `details.status`
+ * `"canceled"`: the post is canceled, most likely by this very call. That 409 carries no
+ * time, so `canceledAt` is then null (`getScheduledPost` has it); it is null only then.
+ */
 export interface CanceledPost {
   id: string;
   status: "canceled";
-  canceledAt: IsoTime;
+  /** When the cancel won; null only when `recovered`. */
+  canceledAt: IsoTime | null;
+  /** True for a retry's 409 "canceled" after a lost answer; absent on a 200. */
+  recovered?: boolean;
 }
 
 export interface RescheduledPost {

@@ -101,7 +101,10 @@ describe("the publishing flow", { skip: SKIP }, () => {
 
     const canceled = await client.publishing.cancel({ id: first.id, reason: "changed our mind" });
     assert.equal(canceled.status, "canceled");
-    // A second cancel is the 409 a retried one would get: typed, with the status.
+    assert.equal(canceled.recovered, undefined);
+    assert.equal(typeof canceled.canceledAt, "string");
+    // A second, separate cancel: its first attempt is told 409 "canceled", so it is the
+    // ConflictError (only a retry after a lost answer turns that 409 into a recovered cancel).
     const again409 = await client.publishing.cancel({ id: first.id }).then(
       () => assert.fail("canceled twice"),
       (e: unknown) => e,

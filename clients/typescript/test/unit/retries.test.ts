@@ -16,6 +16,17 @@ import {
 import { envelope, fake, networkError, POST } from "./fake.js";
 
 const CANCELED = { id: POST.id, status: "canceled", canceledAt: "2031-05-01T09:00:05Z" };
+const INTENT = {
+  id: "si_1",
+  containerId: "cnt_1",
+  status: "blocked",
+  scheduledFor: "2031-06-01T09:00:00Z",
+  targets: [],
+  scheduledPostIds: [],
+  lastError: null,
+  createdAt: "2031-05-01T09:00:00Z",
+  updatedAt: "2031-05-01T09:00:00Z",
+};
 const UNAVAILABLE = { status: 503, body: envelope("UNAVAILABLE"), headers: { "retry-after": "1" } };
 const UPLOAD = {
   projectId: "prj_1",
@@ -274,23 +285,127 @@ describe("idempotency keys and headers", () => {
 });
 
 describe("cancel and retries", () => {
-  it("surfaces a retried cancel's 409 'canceled' as the ConflictError it is", async () => {
-    // The first attempt's answer is lost (its 200 may or may not have been made); the retry
-    // finds the post canceled. Whether by this call or by someone else, the client cannot
-    // tell, so it does not claim the win: the caller sees the 409 and its status.
-    const conflict = {
-      status: 409,
-      body: envelope("CONFLICT", "Scheduled post is already canceled", { status: "canceled" }),
-    };
-    const { layers, sent } = fake([{ throws: networkError() }, conflict]);
-    const err = await layers.publishing.cancel({ id: POST.id }).then(
+  const conflict = (status: string) => ({
+    status: 409,
+    body: envelope("CONFLICT", `Scheduled post is already ${status}`, { status }),
+  });
+  const LIMITED = { status: 429, body: envelope("RATE_LIMITED"), headers: { "retry-after": "1" } };
+  const RECOVERED = { id: POST.id, status: "canceled", canceledAt: null, recovered: true };
+
+  async function conflictOf(call: Promise<unknown>): Promise<ConflictError> {
+    const err = await call.then(
       () => assert.fail("no error"),
       (e: unknown) => e,
     );
     assert.ok(err instanceof ConflictError);
+    return err;
+  }
+
+  it("returns a recovered cancel when the retry of a timed-out attempt is told 'canceled'", async () => {
+    // The first attempt may have canceled the post before its answer was lost: the 409 is
+    // most likely this call's own work, and the post is canceled, which is what was asked.
+    const { layers, sent, sleeps } = fake(["hang", conflict("canceled")], { timeoutMs: 10 });
+    const result = await layers.publishing.cancel({ id: POST.id });
+    assert.deepEqual(result, RECOVERED);
+    assert.equal(sent.length, 2);
+    assert.equal(sleeps.length, 1);
+  });
+
+  it("does the same after a connection dropped once the request may have left", async () => {
+    const { layers, sent } = fake([{ throws: networkError("ECONNRESET") }, conflict("canceled")]);
+    assert.deepEqual(await layers.publishing.cancel({ id: POST.id }), RECOVERED);
+    assert.equal(sent.length, 2);
+  });
+
+  it("does the same after a 503 (it may have failed after its commit)", async () => {
+    const { layers, sent } = fake([UNAVAILABLE, conflict("canceled")]);
+    assert.deepEqual(await layers.publishing.cancel({ id: POST.id }), RECOVERED);
+    assert.equal(sent.length, 2);
+  });
+
+  it("throws a 'canceled' 409 that follows only 429s: someone else canceled the post", async () => {
+    const { layers, sent } = fake([LIMITED, LIMITED, conflict("canceled")]);
+    const err = await conflictOf(layers.publishing.cancel({ id: POST.id }));
     assert.equal(err.objectStatus, "canceled");
     assert.equal(err.status, 409);
+    assert.equal(sent.length, 3);
+  });
+
+  it("throws a 'canceled' 409 that follows a refused connection (nothing was sent)", async () => {
+    const { layers, sent } = fake([{ throws: networkError("ECONNREFUSED") }, conflict("canceled")]);
+    const err = await conflictOf(layers.publishing.cancel({ id: POST.id }));
+    assert.equal(err.objectStatus, "canceled");
     assert.equal(sent.length, 2);
+  });
+
+  it("throws a 'canceled' 409 on the first attempt", async () => {
+    const { layers, sent, sleeps } = fake([conflict("canceled")]);
+    const err = await conflictOf(layers.publishing.cancel({ id: POST.id }));
+    assert.equal(err.objectStatus, "canceled");
+    assert.equal(err.code, "CONFLICT");
+    assert.equal(err.requestId, "req_test");
+    assert.equal(sent.length, 1);
+    assert.deepEqual(sleeps, []);
+  });
+
+  it("throws a retry's 409 of any other status: the post was not canceled", async () => {
+    const { layers } = fake([UNAVAILABLE, conflict("publishing")]);
+    const err = await conflictOf(layers.publishing.cancel({ id: POST.id }));
+    assert.equal(err.objectStatus, "publishing");
+  });
+
+  it("reads the intent back when a retried intent cancel is told 'canceled'", async () => {
+    const intent = { ...INTENT, status: "canceled" };
+    const { layers, sent } = fake([UNAVAILABLE, conflict("canceled"), { status: 200, body: intent }]);
+    const result = await layers.publishing.cancelScheduleIntent(
+      { id: INTENT.id },
+      { idempotencyKey: "drop-si_1", requestId: "support-7" },
+    );
+    assert.deepEqual(result, intent);
+    assert.deepEqual(
+      sent.map((s) => [s.method, s.url.pathname]),
+      [
+        ["DELETE", "/v1/schedule-intents/si_1"],
+        ["DELETE", "/v1/schedule-intents/si_1"],
+        ["GET", "/v1/schedule-intents/si_1"],
+      ],
+    );
+    assert.equal(sent[2]?.headers.get("x-request-id"), "support-7");
+    assert.equal(sent[2]?.headers.get("idempotency-key"), null);
+  });
+
+  it("reads the intent back after a timed-out attempt too", async () => {
+    const intent = { ...INTENT, status: "canceled" };
+    const { layers, sent } = fake(["hang", conflict("canceled"), { status: 200, body: intent }], {
+      timeoutMs: 10,
+    });
+    assert.deepEqual(await layers.publishing.cancelScheduleIntent({ id: INTENT.id }), intent);
+    assert.equal(sent.length, 3);
+  });
+
+  it("throws the intent's ConflictError when that read fails", async () => {
+    const { layers, sent } = fake([
+      UNAVAILABLE,
+      conflict("canceled"),
+      { status: 500, body: envelope("INTERNAL") },
+    ]);
+    const err = await conflictOf(layers.publishing.cancelScheduleIntent({ id: INTENT.id }));
+    assert.equal(err.objectStatus, "canceled");
+    assert.equal(sent.length, 3);
+  });
+
+  it("throws an intent's 'canceled' 409 on the first attempt, or after only 429s", async () => {
+    const first = fake([conflict("canceled")]);
+    const err = await conflictOf(first.layers.publishing.cancelScheduleIntent({ id: INTENT.id }));
+    assert.equal(err.objectStatus, "canceled");
+    assert.equal(first.sent.length, 1);
+
+    const limited = fake([LIMITED, conflict("canceled")]);
+    const again = await conflictOf(
+      limited.layers.publishing.cancelScheduleIntent({ id: INTENT.id }),
+    );
+    assert.equal(again.objectStatus, "canceled");
+    assert.equal(limited.sent.length, 2);
   });
 
   it("sends an empty object when there is no reason, null when asked", async () => {
