@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest services chaos chaos-emulator clean
+.PHONY: install run test lint typecheck pytest tsclient services chaos chaos-emulator clean
 
 # The Python client (clients/python/, a package of its own) goes in editable too: its tests
 # run with the suite.
@@ -31,9 +31,22 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install services
+pytest: install services tsclient
 	@scripts/ensure-test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The TypeScript client: npm ci when its lockfile changed (a stamp in node_modules), then
+# compiled and its unit tests run; its live tests run from pytest against the real stack
+# (tests/test_client_typescript.py).
+TS_CLIENT := clients/typescript
+TS_STAMP := $(TS_CLIENT)/node_modules/.package-lock.stamp
+
+$(TS_STAMP): $(TS_CLIENT)/package-lock.json
+	cd $(TS_CLIENT) && npm ci --no-audit --no-fund
+	touch $(TS_STAMP)
+
+tsclient: $(TS_STAMP)
+	cd $(TS_CLIENT) && npm run --silent build && npm test --silent
 
 test: lint typecheck pytest
 
@@ -51,7 +64,7 @@ chaos-emulator: install services
 		--report docs/chaos-report-emulator.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var $(TS_CLIENT)/node_modules $(TS_CLIENT)/dist
 
 .PHONY: bench
 
