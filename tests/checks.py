@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -122,3 +124,12 @@ def publish_with(post_id: str, token: int, refuse: bool = False) -> str:
     return run_publish(
         post_id, token, "w1", make_adapter=adapter, settings=Settings(lease_s=60)
     ).value
+
+
+def contract_example(language: str) -> str:
+    """The contract's SDK example in `language` (`python`, `ts`), as docs/api.md quotes the
+    reference page: the code of its first such block, unquoted."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    found = re.search(rf"^> ```{language}\n(.*?)^> ```", doc, re.S | re.M)
+    assert found, f"docs/api.md has no {language} example"
+    return "\n".join(line.removeprefix(">").removeprefix(" ") for line in found[1].splitlines())

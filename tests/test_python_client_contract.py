@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import httpx
 from api.app import create_app
 from harness.stack import ROOT
 from layers_client import OPERATIONS, Layers
+from tests.checks import contract_example
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -89,10 +89,7 @@ def test_the_check_fails_on_what_it_should() -> None:
 
 
 def test_the_contracts_python_example_runs_unchanged() -> None:
-    doc = (ROOT / "docs" / "api.md").read_text()
-    found = re.search(r"^> ```python\n(.*?)^> ```", doc, re.S | re.M)
-    assert found, "docs/api.md has no Python example"
-    code = "\n".join(line.removeprefix(">").removeprefix(" ") for line in found[1].splitlines())
+    code = contract_example("python")
     sent: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:

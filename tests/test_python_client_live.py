@@ -27,6 +27,7 @@ from layers_client import (
     ScheduledPosts,
 )
 from layers_client.webhooks import parse_event, verify
+from tests.checks import contract_example
 from tests.factories import TenantFixture
 
 pytestmark = pytest.mark.integration
@@ -288,3 +289,24 @@ def test_a_ping_verified_with_the_helper_across_a_rotation(layers: Layers) -> No
     wait_until(succeeded, 30, what="both deliveries recorded as succeeded")
     walked = list(layers.webhooks.iter_deliveries(endpoint_id=endpoint.id, limit=1))
     assert all(d.attempts and d.attempts[0].status_code == 200 for d in walked)
+
+
+def test_the_contracts_python_example_runs_unchanged_against_the_stack(
+    layers: Layers, live_tenant: TenantFixture
+) -> None:
+    """docs/api.md's Python cancel, verbatim, with `layers` a client of the running API, on a
+    post scheduled with the example's id."""
+    example_id = "sp_4c8e7d2f-9a1b-4c3d-8e7f-2a1b3c4d5e60"
+    container = _upload(layers, live_tenant, "the seed's example")
+    layers.publishing.schedule(
+        container_id=container,
+        scheduled_for=datetime.now(UTC) + timedelta(hours=1),
+        targets=[
+            {"social_account_id": live_tenant.accounts["tiktok"], "scheduled_post_id": example_id}
+        ],
+    )
+    code = contract_example("python")
+    assert example_id in code
+    scope: dict[str, object] = {"layers": layers}
+    exec(code, scope)  # noqa: S102 - the contract's own example, verbatim
+    assert layers.publishing.get_scheduled_post(id=example_id).status == "canceled"
