@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest tsclient services chaos chaos-emulator clean
+.PHONY: install run test lint typecheck pytest tools tsclient services chaos chaos-emulator clean
 
 # The Python client (clients/python/, a package of its own) goes in editable too: its tests
 # run with the suite.
@@ -32,20 +32,18 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install services tsclient
-	@scripts/ensure-test-tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# The TypeScript client: npm ci when its lockfile changed (a stamp in node_modules), then
-# compiled and its unit tests run; its live tests run from pytest against the real stack
-# (tests/test_client_typescript.py).
+# What the tests need beyond the venv (chromium, Node.js, the npm folders from their lock
+# files), each installed only when missing or changed.
+tools:
+	@scripts/ensure-test-tools
+
+# The TypeScript client, compiled and its unit tests run; its live tests run from pytest
+# against the real stack (tests/test_client_typescript.py).
 TS_CLIENT := clients/typescript
-TS_STAMP := $(TS_CLIENT)/node_modules/.package-lock.stamp
 
-$(TS_STAMP): $(TS_CLIENT)/package-lock.json
-	cd $(TS_CLIENT) && npm ci --no-audit --no-fund
-	touch $(TS_STAMP)
-
-tsclient: $(TS_STAMP)
+tsclient: tools
 	cd $(TS_CLIENT) && npm run --silent build && npm test --silent
 
 test: lint typecheck pytest
