@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import Engine, create_engine, make_url, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from shared.kit.settings import get_settings
 
@@ -34,8 +36,9 @@ def init_engine(
         url or settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        # A connection killed server-side costs a reconnect, not a failed request.
-        pool_pre_ping=True,
+        # A connection killed server-side costs a reconnect, not a failed request: checked
+        # at each checkout by `_check_on_checkout` (no round trip for one just used).
+        pool_pre_ping=False,
         pool_timeout=10,
         connect_args={
             "application_name": application_name,
@@ -44,8 +47,43 @@ def init_engine(
             " -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000",
         },
     )
+    event.listen(_engine, "checkin", _note_checkin)
+    event.listen(_engine, "checkout", _check_on_checkout)
     _sessions = sessionmaker(_engine, expire_on_commit=False)
     return _engine
+
+
+# A pooled connection idle longer than this is pinged (a round trip) before use; one idle for
+# less is checked locally only.
+PING_AFTER_IDLE_S: Final = 10.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _check_on_checkout(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Hand out only a live connection, without a round trip for one just used.
+
+    A connection idle in the pool has nothing to read: PostgreSQL sends a terminated
+    backend's FATAL and closes the socket, so a readable socket means a dead connection
+    (a restart, `pg_terminate_backend`), seen with one non-blocking poll. One idle for
+    longer than PING_AFTER_IDLE_S also gets a real ping, for a peer that vanished silently.
+    Either failing: the pool drops it and connects anew."""
+    idle = time.monotonic() - record.info.get("idle_since", float("-inf"))
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the idle connection")
+    if idle > PING_AFTER_IDLE_S:
+        try:
+            alive = _engine is not None and _engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the idle connection failed its ping") from exc
+        if not alive:
+            raise DisconnectionError("the idle connection failed its ping")
 
 
 def engine() -> Engine:

@@ -29,7 +29,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Final
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import ScalarSelect, Select, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.events import EventType, Subject, append, new_event_id
@@ -84,7 +84,7 @@ def _arm(delivery: WebhookDelivery, eta: datetime, now: datetime) -> DeliveryJob
 
 def _new_delivery(
     session: Session,
-    endpoint: WebhookEndpoint,
+    endpoint_id: str,
     event: Event,
     now: datetime,
     *,
@@ -94,8 +94,8 @@ def _new_delivery(
     """A pending delivery due now, its task sent once the transaction commits."""
     delivery = WebhookDelivery(
         id=ids.new_id(ids.WEBHOOK_DELIVERY),
-        organization_id=endpoint.organization_id,
-        endpoint_id=endpoint.id,
+        organization_id=event.organization_id,
+        endpoint_id=endpoint_id,
         event_id=event.id,
         event_public_id=event_public_id or event.public_id,
         replay_of=replay_of,
@@ -110,22 +110,26 @@ def _new_delivery(
     return delivery
 
 
-def fan_out(session: Session, event: Event) -> None:
-    """A delivery of this (just added) event for each enabled endpoint of its organization
-    that takes its type, in the event's transaction. No endpoint: no cost but one query."""
-    endpoints = session.scalars(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.organization_id == event.organization_id,
+def endpoints_taking(organization_id: str, event_type: str) -> ScalarSelect[Any]:
+    """The ids of the organization's enabled endpoints that take `event_type`, as one array:
+    `shared.events.append` reads it in the event's own INSERT (NULL when there is none)."""
+    return (
+        select(func.array_agg(WebhookEndpoint.id))
+        .where(
+            WebhookEndpoint.organization_id == organization_id,
             WebhookEndpoint.status == EndpointStatus.ENABLED,
-            WebhookEndpoint.event_types.contains([event.type]),
+            WebhookEndpoint.event_types.contains([event_type]),
         )
-    ).all()
-    if not endpoints:
-        return
-    session.flush()  # the event's id, for its deliveries
+        .scalar_subquery()
+    )
+
+
+def fan_out(session: Session, event: Event, endpoint_ids: list[str]) -> None:
+    """A delivery of this (just inserted) event for each endpoint that takes it, in the
+    event's transaction."""
     now = utcnow()
-    for endpoint in endpoints:
-        _new_delivery(session, endpoint, event, now)
+    for endpoint_id in endpoint_ids:
+        _new_delivery(session, endpoint_id, event, now)
 
 
 def body_of(delivery: WebhookDelivery, event: Event) -> bytes:
@@ -359,7 +363,7 @@ def replay(
     assert event is not None
     replay_of = original.replay_of or event.public_id
     return _new_delivery(
-        session, endpoint, event, now, event_public_id=new_event_id(), replay_of=replay_of
+        session, endpoint.id, event, now, event_public_id=new_event_id(), replay_of=replay_of
     )
 
 
@@ -376,8 +380,7 @@ def ping(
         )
     subject = Subject(organization_id, "webhook_endpoint", endpoint.id)
     event = append(session, EventType.TEST_PING, subject, {"endpointId": endpoint.id})
-    session.flush()
-    return _new_delivery(session, endpoint, event, now)
+    return _new_delivery(session, endpoint.id, event, now)
 
 
 def deliveries_query(
