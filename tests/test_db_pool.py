@@ -5,6 +5,7 @@ checkout, and the transaction that asked for it never sees the loss."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -66,10 +67,15 @@ def test_a_live_connection_is_reused_without_a_ping(
     """Just used: no round trip before the transaction's own statements."""
     monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)
     _backend_pid()
-    pings = []
+    pings: list[int] = []
     dialect = engine().dialect
     real_ping = dialect.do_ping
-    monkeypatch.setattr(dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+
+    def counted(connection: Any) -> bool:
+        pings.append(1)
+        return real_ping(connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
     for _ in range(3):
         _backend_pid()
     assert pings == []
