@@ -143,8 +143,12 @@ class Stack:
         return self.logdir / "failpoints"
 
     def arm(self, **points: float) -> None:
-        """Arm failpoints (name=seconds) in every worker; arm() with nothing disarms all."""
-        self.failpoints.write_text("".join(f"{k}={v}\n" for k, v in points.items()))
+        """Arm failpoints (name=seconds) in every worker; arm() with nothing disarms all.
+        Written aside and renamed into place: a new file each time, which the workers see
+        changed however soon after the last one."""
+        staged = self.failpoints.with_suffix(".new")
+        staged.write_text("".join(f"{k}={v}\n" for k, v in points.items()))
+        staged.replace(self.failpoints)
 
     def failpoint_pid(self, name: str, post_id: str, timeout: float = 20) -> int:
         """The pid of the worker process that reached failpoint `name` for this post."""

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, true, tuple_
+from sqlalchemy import Select, and_, func, or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
 from shared.events import Actor, EventType, post_event
@@ -427,10 +427,64 @@ def _lock_for_worker(session: Session, post_id: str) -> ScheduledPost | None:
     ).one_or_none()
 
 
+# The hot path's statements, written once: the transitions every post makes (claim, point of
+# no return, record) as single guarded UPDATEs, without building an ORM statement per call.
+def _returning_post(sql: str) -> Any:
+    # Every column, named and typed: the rows map onto posts by position, not by name.
+    table = ScheduledPost.__table__
+    returning = ", ".join(column.name for column in table.columns)
+    return select(ScheduledPost).from_statement(
+        text(sql + " RETURNING " + returning).columns(*table.columns)
+    )
+
+
+_CLAIM = _returning_post(
+    "UPDATE scheduled_posts SET status = 'publishing', attempted_at = :now, owner = :owner,"
+    " lease_expires_at = :lease_until, attempts = attempts + 1, updated_at = :now"
+    " WHERE id = :id AND status = 'queued' AND dispatch_version = :token"
+    " AND scheduled_for <= :due_by"
+)
+_BEGIN_UPLOAD = _returning_post(
+    "UPDATE scheduled_posts SET upload_started_at = :now, platform_handle = :handle,"
+    " lease_expires_at = :lease_until, updated_at = :now"
+    " WHERE id = :id AND status = 'publishing' AND dispatch_version = :token"
+    " AND owner = :owner AND upload_started_at IS NULL"
+)
+_RECORD_UPLOADED = _returning_post(
+    "UPDATE scheduled_posts SET"
+    " status = CASE WHEN mode = 'draft' THEN 'draft' ELSE 'published' END,"
+    " published_at = :now, external_id = :external_id, external_url = :external_url,"
+    " last_error = NULL, owner = NULL, lease_expires_at = NULL, awaiting_since = NULL,"
+    " poll_at = NULL, updated_at = :now"
+    " WHERE id = :id AND status = 'publishing' AND upload_started_at IS NOT NULL"
+)
+
+
 def claim(
     session: Session, post_id: str, token: int, owner: str, *, now: datetime, lease: timedelta
 ) -> Claim:
-    """Take a `queued` post for this task: `publishing`, with an owner and a lease."""
+    """Take a `queued` post for this task: `publishing`, with an owner and a lease.
+
+    The common case is one guarded UPDATE: it takes the row lock as the SELECT ... FOR
+    UPDATE below would, and under READ COMMITTED re-checks its guard on the row a racing
+    cancel committed. Whatever it did not match (stale, early, our own earlier commit) is
+    told apart under the lock."""
+    post = session.scalars(
+        _CLAIM,
+        {
+            "id": post_id,
+            "token": token,
+            "owner": owner,
+            "now": now,
+            "due_by": now + EARLY_TOLERANCE,
+            "lease_until": now + lease,
+        },
+    ).one_or_none()
+    if post is not None:
+        post_event(
+            session, EventType.POST_CLAIMED, post, token=token, owner=owner, attempt=post.attempts
+        )
+        return Claim(ClaimResult.CLAIMED, post)
     post = _lock_for_worker(session, post_id)
     if post is not None and _ours(post, token, owner):
         # Our own claim, committed before a connection error hid the commit from us.
@@ -493,7 +547,32 @@ def begin_upload(
     platform's usage plus every publish of ours it may not count yet (in flight, or recorded
     since the read) must leave a slot, else the post fails PLATFORM_QUOTA_EXHAUSTED now
     rather than be refused after the point of no return.
+
+    Without a quota, the common case is one guarded UPDATE (the row lock as in `claim`);
+    anything it did not match is told apart under the lock.
     """
+    if quota is None:
+        post = session.scalars(
+            _BEGIN_UPLOAD,
+            {
+                "id": post_id,
+                "token": token,
+                "owner": owner,
+                "now": now,
+                "handle": handle,
+                "lease_until": now + lease,
+            },
+        ).one_or_none()
+        if post is not None:
+            post_event(
+                session,
+                EventType.POST_UPLOAD_STARTED,
+                post,
+                token=token,
+                owner=owner,
+                handle=handle,
+            )
+            return Begin(True)
     post = _lock_for_worker(session, post_id)
     if not _ours(post, token, owner):
         return Begin(False)
@@ -581,6 +660,15 @@ def record_uploaded(
 
     The platform's answer is the truth once the upload has started, whoever holds the lease.
     """
+    # The common case in one guarded UPDATE (the row lock as in `claim`); the rest is told
+    # apart under the lock.
+    post = session.scalars(
+        _RECORD_UPLOADED,
+        {"id": post_id, "now": now, "external_id": external_id, "external_url": external_url},
+    ).one_or_none()
+    if post is not None:
+        post_event(session, EventType.POST_PUBLISHED, post)
+        return True
     post = _lock_for_worker(session, post_id)
     if post is not None and post.external_id == external_id:
         return True  # already recorded (a retried commit, or the reconciler got there first)

@@ -144,18 +144,26 @@ def _account_failure(account: SocialAccount) -> _Failure | None:
     )
 
 
+Sources = tuple[SocialAccount, dict[str, Any]]
+
+
+def _sources(tx: Tx, post: ScheduledPost) -> Sources:
+    """The post's account and the container fields its upload needs."""
+    account = tx.session.get(SocialAccount, post.social_account_id)
+    assert account is not None
+    return account, payload_source(tx.session, post.container_id)
+
+
 def _prepare(
-    post: ScheduledPost, make_adapter: AdapterFactory, settings: Settings
+    post: ScheduledPost,
+    make_adapter: AdapterFactory,
+    settings: Settings,
+    sources: Sources | None = None,
 ) -> Prepared | _Failure:
-    """Build the payload from the post, its container and account, refreshing the account's
-    token if it is about to expire. No post lock held."""
-
-    def read(tx: Tx) -> tuple[SocialAccount, dict[str, Any]]:
-        account = tx.session.get(SocialAccount, post.social_account_id)
-        assert account is not None
-        return account, payload_source(tx.session, post.container_id)
-
-    account, source = run_in_transaction(read)
+    """Build the payload from the post, its container and account (`sources` if the caller
+    read them already), refreshing the account's token if it is about to expire. No post
+    lock held."""
+    account, source = sources or run_in_transaction(lambda tx: _sources(tx, post))
     if account.status == AccountStatus.CONNECTED and tokens.refresh_due(
         account, settings, utcnow()
     ):
@@ -465,17 +473,22 @@ def _publish(
     lease_td = timedelta(seconds=settings.lease_s)
     failpoints.hit("before_claim", post_id)
 
-    # 2. Claim under the row lock (step 1, dispatch, sent this task).
+    # 2. Claim under the row lock (step 1, dispatch, sent this task), reading the account and
+    # the container in the same transaction.
+    def claim(tx: Tx) -> tuple[posts.Claim, Sources | None]:
+        claimed = posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease_td)
+        if claimed.post is None:
+            return claimed, None
+        return claimed, _sources(tx, claimed.post)
+
     for _ in range(MAX_EARLY_WAITS):
         since = time.monotonic()
-        claimed = run_in_transaction(
-            lambda tx: posts.claim(tx.session, post_id, token, owner, now=utcnow(), lease=lease_td)
-        )
+        claimed, sources = run_in_transaction(claim)
         if claimed.result != posts.ClaimResult.EARLY:
             break
         time.sleep(min(claimed.wait.total_seconds(), settings.dispatch_horizon_s))
     post = claimed.post
-    if post is None:
+    if post is None or sources is None:
         log.info("stale task, nothing to do", extra={"postId": post_id, "token": token})
         return Outcome.STALE
     lease = _Lease(post_id, token, owner, settings)
@@ -486,7 +499,7 @@ def _publish(
 
     # 3. Prepare: reversible work only. A cancel arriving now still wins.
     failpoints.hit("after_claim", post_id)
-    prepared = _prepare(post, make_adapter, settings)
+    prepared = _prepare(post, make_adapter, settings, sources)
     if isinstance(prepared, _Failure):
         return _record(post_id, token, prepared)
     quota_read_at = utcnow()

@@ -29,7 +29,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Final
 
-from sqlalchemy import ScalarSelect, Select, func, select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.events import EventType, Subject, append, new_event_id
@@ -108,20 +108,6 @@ def _new_delivery(
     session.add(delivery)
     after_commit(session, partial(_send_job, job))
     return delivery
-
-
-def endpoints_taking(organization_id: str, event_type: str) -> ScalarSelect[Any]:
-    """The ids of the organization's enabled endpoints that take `event_type`, as one array:
-    `shared.events.append` reads it in the event's own INSERT (NULL when there is none)."""
-    return (
-        select(func.array_agg(WebhookEndpoint.id))
-        .where(
-            WebhookEndpoint.organization_id == organization_id,
-            WebhookEndpoint.status == EndpointStatus.ENABLED,
-            WebhookEndpoint.event_types.contains([event_type]),
-        )
-        .scalar_subquery()
-    )
 
 
 def fan_out(session: Session, event: Event, endpoint_ids: list[str]) -> None:
