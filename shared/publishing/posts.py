@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Select, and_, func, or_, select, text, true, tuple_
+from sqlalchemy import Select, and_, bindparam, func, or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
 from shared.events import Actor, EventType, post_event
@@ -71,10 +71,12 @@ class Target:
     first_comment_override: str | None = None
 
 
-def _by_public_id(organization_id: str, public_id: str) -> Select[ScheduledPost]:
-    return select(ScheduledPost).where(
-        ScheduledPost.organization_id == organization_id, ScheduledPost.public_id == public_id
-    )
+# Built once: every read and cancel of a post by its wire id runs one of them.
+_BY_PUBLIC_ID: Final = select(ScheduledPost).where(
+    ScheduledPost.organization_id == bindparam("organization_id"),
+    ScheduledPost.public_id == bindparam("public_id"),
+)
+_BY_PUBLIC_ID_LOCKED: Final = _BY_PUBLIC_ID.with_for_update()
 
 
 def get_post(
@@ -83,8 +85,10 @@ def get_post(
     """The post with this wire id in this organization (row-locked with `lock`), or NotFound:
     a foreign id looks like a missing one."""
     if ids.is_valid(post_id, ids.SCHEDULED_POST):
-        query = _by_public_id(organization_id, post_id)
-        post = session.scalars(query.with_for_update() if lock else query).one_or_none()
+        post = session.scalars(
+            _BY_PUBLIC_ID_LOCKED if lock else _BY_PUBLIC_ID,
+            {"organization_id": organization_id, "public_id": post_id},
+        ).one_or_none()
         if post is not None:
             return post
     raise NotFound("Scheduled post not found")
@@ -294,14 +298,11 @@ def _cancel_locked(
     if post.upload_started_at is not None:
         return Canceled(CancelResult.LOST_TO_UPLOAD, post, None, post.status)
     old_task, previous = post.task_id, post.status
-    post.status = PostStatus.CANCELED.value
-    post.canceled_at = now
-    post.cancel_reason = reason
-    post.dispatch_version += 1
-    post.task_id = None
-    post.owner = None
-    post.lease_expires_at = None
-    post.updated_at = now
+    # One statement written once, its RETURNING refreshing `post` in place (no flush).
+    session.scalars(
+        _CANCEL.execution_options(populate_existing=True),
+        {"id": post.id, "now": now, "reason": reason},
+    ).one()
     post_event(
         session, EventType.POST_CANCELED, post, actor=actor, reason=reason, previous=previous
     )
@@ -421,10 +422,13 @@ class Claim:
     wait: timedelta = timedelta(0)
 
 
+_LOCK_BY_ID: Final = (
+    select(ScheduledPost).where(ScheduledPost.id == bindparam("post_id")).with_for_update()
+)
+
+
 def _lock_for_worker(session: Session, post_id: str) -> ScheduledPost | None:
-    return session.scalars(
-        select(ScheduledPost).where(ScheduledPost.id == post_id).with_for_update()
-    ).one_or_none()
+    return session.scalars(_LOCK_BY_ID, {"post_id": post_id}).one_or_none()
 
 
 # The hot path's statements, written once: the transitions every post makes (claim, point of
@@ -449,6 +453,11 @@ _BEGIN_UPLOAD = _returning_post(
     " lease_expires_at = :lease_until, updated_at = :now"
     " WHERE id = :id AND status = 'publishing' AND dispatch_version = :token"
     " AND owner = :owner AND upload_started_at IS NULL"
+)
+_CANCEL = _returning_post(
+    "UPDATE scheduled_posts SET status = 'canceled', canceled_at = :now,"
+    " cancel_reason = :reason, dispatch_version = dispatch_version + 1, task_id = NULL,"
+    " owner = NULL, lease_expires_at = NULL, updated_at = :now WHERE id = :id"
 )
 _RECORD_UPLOADED = _returning_post(
     "UPDATE scheduled_posts SET"
