@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,11 +67,14 @@ class BenchStack(Stack):
         for name in [n for n in self.procs if n.startswith("worker")]:
             if int(name.removeprefix("worker")) >= count:
                 self._stop_one(name)
-        for i in range(count):
-            name = f"worker{i}"
-            proc = self.procs.get(name)
-            if proc is None or proc.poll() is not None:
-                self.start_worker(name)
+        missing = [
+            name
+            for name in (f"worker{i}" for i in range(count))
+            if name not in self.procs or self.procs[name].poll() is not None
+        ]
+        # Side by side: each takes seconds to boot, mostly imports.
+        with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
+            list(pool.map(self.start_worker, missing))
         self.workers = count
 
     def _stop_one(self, name: str) -> None:
