@@ -550,6 +550,10 @@ def _saturated(r: Results) -> dict[str, Any]:
                 _f(fig.get(f"{p}.client_cpu_ms_per_request", math.nan), 2),
                 _f(fig.get(f"{p}.machine_busy_pct", math.nan), 0),
                 str(facts.get(f"{p}.errors", "n/a")),
+                " / ".join(
+                    str(facts.get(f"{p}.{k}", "n/a"))
+                    for k in ("canceled_rows", "canceled_events", "answered_200")
+                ),
             ]
         )
         if facts.get(f"{p}.exhausted"):
@@ -595,6 +599,7 @@ def _saturated(r: Results) -> dict[str, Any]:
                 "client CPU ms per request",
                 "machine busy %",
                 "errors",
+                "canceled rows / events / 200s, whole run",
             ],
             rows,
         ),
