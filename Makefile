@@ -66,6 +66,8 @@ clean:
 
 .PHONY: bench
 
-# Throughput, dispatch lag, cancel latency and memory at scale, written to docs/benchmarks.md.
+# Throughput and cancels a second against their bare comparators, scaling by worker count,
+# dispatch lag, cancel latency and memory at scale, written to docs/benchmarks.md (the full
+# size: 13 to 20 minutes on two cores).
 bench: install services
 	$(BIN)/publisher bench

@@ -187,9 +187,15 @@ class BenchDatabase:
         with self.db.begin() as conn:
             return conn.execute(text(sql), params).rowcount
 
-    def backend_pids(self) -> list[int]:
-        """The PostgreSQL backends serving this database right now."""
+    def backend_pids(self, application_name: str | None = None) -> list[int]:
+        """The PostgreSQL backends serving this database right now; with `application_name`,
+        only those of the clients that connected under that name."""
         return [
             int(r[0])
-            for r in self.rows("SELECT pid FROM pg_stat_activity WHERE datname = :d", d=self.name)
+            for r in self.rows(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :d"
+                " AND (CAST(:app AS text) IS NULL OR application_name = :app)",
+                d=self.name,
+                app=application_name,
+            )
         ]

@@ -3,11 +3,15 @@
 Starts a private redis-server, the sandbox (no latency, no faults), the API, the Celery
 workers and beat on a database of its own (created, migrated, dropped at the end), runs:
 
-1. publish throughput through the whole pipeline, against a no-op task on bare Celery;
+1. publish throughput through the whole pipeline, against the bare protocol (bench.floor:
+   the protocol's statements by hand in a plain Celery task) and a no-op task on bare
+   Celery; then the pipeline again with 1, 2 and 4 worker processes;
 2. dispatch lag (scheduledFor -> upload start) under a sustained load;
-3. cancel latency (DELETE /v1/scheduled-posts/:id) at stepped rates while publishing runs
-   flat out;
-4. worker memory, the dispatcher tick and cancel latency with a million future posts,
+3. cancels a second, saturated, of DELETE /v1/scheduled-posts/:id against a bare endpoint
+   doing a cancel's SQL by hand (bench.floor_api);
+4. cancel latency at stepped rates while publishing runs flat out, the API pinned to a core
+   of its own;
+5. worker memory, the dispatcher tick and cancel latency with a million future posts,
    against an empty table, beside the naive one-ETA-task-per-post design;
 
 and writes the figures to --out (markdown), with a JSON of them and a PNG of the lag and
@@ -48,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--size",
         choices=sorted(SIZES),
         default="full",
-        help="full: thousands of posts, a million future rows (10-25 min); tiny: seconds",
+        help="full: thousands of posts, a million future rows (13-30 min); tiny: 2-3 min",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--workers", type=int, default=2, help="publisher worker processes")
@@ -113,11 +117,14 @@ def _measure(args: argparse.Namespace, workdir: Path) -> Results:
         Bench,
         at_scale,
         bare_celery_throughput,
+        cancel_saturated,
         cancel_under_load,
         dispatch_lag,
+        floor_throughput,
         naive_eta,
         pipeline_throughput,
         plain_workers,
+        scaling,
         task_body,
     )
     from bench.stack import BenchStack
@@ -145,11 +152,17 @@ def _measure(args: argparse.Namespace, workdir: Path) -> Results:
 
         section("throughput")
         throughput = pipeline_throughput(bench)
+        floor = floor_throughput(bench)
+        bench.figures["throughput.floor_ratio"] = throughput / floor
         bare = bare_celery_throughput(bench)
-        bench.figures["throughput.ratio"] = throughput / bare
+        bench.figures["throughput.noop_ratio"] = throughput / bare
         task_body(bench)
+        section("scaling")
+        scaling(bench, args.workers)
         section("lag")
         dispatch_lag(bench, throughput)
+        section("saturated")
+        cancel_saturated(bench)
         section("scale")
         at_scale(bench)
         naive_eta(bench)

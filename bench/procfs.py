@@ -67,6 +67,39 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """User plus system CPU seconds of each of these processes that is still alive."""
+    out = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if fields is not None:
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (and so the processes it starts), in order."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin(pids: list[int], cpus: set[int]) -> int:
+    """Bind every thread of these processes to `cpus` (the threads and children they start
+    later inherit it); the number of threads bound. A process that is gone is skipped."""
+    bound = 0
+    for pid in pids:
+        try:
+            tids = [int(t.name) for t in (PROC / str(pid) / "task").iterdir()]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                continue
+            bound += 1
+    return bound
+
+
 @dataclass(frozen=True)
 class MachineCpu:
     busy: float  # seconds of all cores, not idle nor waiting on I/O

@@ -11,7 +11,15 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from bench.sizes import CANCEL_TARGET_MS, LAG_TARGET_MS, RATIO_TARGET
+from bench.sizes import (
+    API_CPU_TARGET_MS,
+    CANCEL_RATIO_TARGET,
+    CANCEL_TARGET_MS,
+    CANCEL_TARGET_RATE,
+    FLOOR_RATIO_TARGET,
+    LAG_TARGET_MS,
+    WORKER_CPU_TARGET_MS,
+)
 
 ASSETS_DIR = "bench"
 RESULTS_JSON = "benchmarks.json"
@@ -79,18 +87,94 @@ def _holding(steps: list[dict[str, Any]]) -> tuple[float | None, list[float]]:
     return sustained, held
 
 
+def _headroom(value: float, limit: float, unit: str, digits: int = 1) -> str:
+    """The margin of a figure held to stay at or below `limit`."""
+    if math.isnan(value):
+        return "n/a"
+    if value <= limit:
+        return f"{limit - value:+.{digits}f} {unit} of headroom"
+    return f"{value - limit:.{digits}f} {unit} over ({value / limit:.1f}x)"
+
+
+def _at_target_rate(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cancel-under-load step at CANCEL_TARGET_RATE, if the run measured it."""
+    return next((s for s in steps if s["rate"] == CANCEL_TARGET_RATE), None)
+
+
+def _layout(r: Results) -> str:
+    """Where the cancel-under-load section ran the API and the workers, in a few words."""
+    layout = r.facts.get("cancel.layout")
+    if not layout:
+        return "nothing pinned"
+    cpus = ", ".join(str(c) for c in layout["workers"])
+    return f"API on CPU {layout['api'][0]}, workers on CPU {cpus}"
+
+
 def _targets(r: Results) -> list[Target]:
     fig, facts = r.figures, r.facts
     out: list[Target] = []
-    ratio = fig["throughput.ratio"]
+    ratio = fig["throughput.floor_ratio"]
     out.append(
         Target(
-            "Publish throughput vs bare Celery",
-            f"pipeline >= {RATIO_TARGET:.0%} of bare Celery",
-            f"{ratio:.1%} ({_f(fig['throughput.pipeline.posts_per_s'])} posts/s vs"
-            f" {_f(fig['throughput.bare.tasks_per_s'])} no-op tasks/s)",
-            ratio >= RATIO_TARGET,
-            f"{(ratio - RATIO_TARGET) * 100:+.1f} points",
+            "Publish throughput vs the bare protocol",
+            f"pipeline >= {FLOOR_RATIO_TARGET:.0%} of the bare protocol",
+            f"{ratio:.1%} ({_f(fig['throughput.pipeline.posts_per_s'])} vs"
+            f" {_f(fig['throughput.floor.posts_per_s'])} posts/s)",
+            ratio >= FLOOR_RATIO_TARGET,
+            f"{(ratio - FLOOR_RATIO_TARGET) * 100:+.1f} points",
+        )
+    )
+    cancel_ratio = fig["cancel.saturated.ratio"]
+    out.append(
+        Target(
+            "Cancel throughput vs the bare endpoint",
+            f"product >= {CANCEL_RATIO_TARGET:.0%} of the bare endpoint",
+            f"{cancel_ratio:.1%} ({_f(fig['cancel.saturated.product.cancels_per_s'])} vs"
+            f" {_f(fig['cancel.saturated.floor.cancels_per_s'])} cancels/s, saturated)",
+            cancel_ratio >= CANCEL_RATIO_TARGET,
+            f"{(cancel_ratio - CANCEL_RATIO_TARGET) * 100:+.1f} points",
+        )
+    )
+    worker_cpu = fig.get("throughput.pipeline.worker_cpu_ms_per_post", math.nan)
+    out.append(
+        Target(
+            "Worker CPU per post",
+            f"<= {WORKER_CPU_TARGET_MS:g} ms",
+            f"{_f(worker_cpu, 2)} ms (the pipeline's worker processes; bare protocol"
+            f" {_f(fig.get('throughput.floor.worker_cpu_ms_per_post', math.nan), 2)} ms)",
+            worker_cpu <= WORKER_CPU_TARGET_MS,
+            _headroom(worker_cpu, WORKER_CPU_TARGET_MS, "ms", 2),
+        )
+    )
+    api_cpu = fig.get("cancel.saturated.product.api_cpu_ms_per_cancel", math.nan)
+    out.append(
+        Target(
+            "API CPU per cancel",
+            f"<= {API_CPU_TARGET_MS:g} ms",
+            f"{_f(api_cpu, 2)} ms (saturated; bare endpoint"
+            f" {_f(fig.get('cancel.saturated.floor.api_cpu_ms_per_cancel', math.nan), 2)} ms)",
+            api_cpu <= API_CPU_TARGET_MS,
+            _headroom(api_cpu, API_CPU_TARGET_MS, "ms", 2),
+        )
+    )
+    steps: list[dict[str, Any]] = facts.get("cancel.steps", [])
+    step = _at_target_rate(steps)
+    best, _ = _holding(steps)
+    held = f"holds up to {_f(best, 0)}/s" if best is not None else "held at no step"
+    if step is not None:
+        measured = f"p99 {_f(step['p99'])} ms, {step['ok']}/{step['n']} answered 200 ({held})"
+        met = step["p99"] < CANCEL_TARGET_MS and step["errors"] == 0
+        margin = _headroom(step["p99"], CANCEL_TARGET_MS, "ms")
+    else:
+        measured, met, margin = f"not measured ({held})", False, "n/a"
+    out.append(
+        Target(
+            f"Cancel latency at {_f(CANCEL_TARGET_RATE, 0)} cancels/s under full publishing load"
+            f" ({_layout(r)})",
+            f"p99 < {CANCEL_TARGET_MS:.0f} ms",
+            measured,
+            met,
+            margin,
         )
     )
     for label in facts.get("lag.labels", []):
@@ -107,30 +191,6 @@ def _targets(r: Results) -> list[Target]:
                 else f"{p99 - LAG_TARGET_MS:.1f} ms over ({p99 / LAG_TARGET_MS:.1f}x)",
             )
         )
-    steps: list[dict[str, Any]] = facts.get("cancel.steps", [])
-    best, held_rates = _holding(steps)
-    lowest = steps[0] if steps else None
-    if best is not None:
-        held = next(s for s in steps if s["rate"] == best)
-        measured = f"holds up to {_f(best, 0)} cancels/s (p99 {_f(held['p99'])} ms there)"
-        also = [x for x in held_rates if x > best]
-        if also:
-            measured += f"; held again at {', '.join(_f(x, 0) for x in also)}/s"
-        margin = f"{CANCEL_TARGET_MS - held['p99']:+.1f} ms at {_f(best, 0)}/s"
-    elif lowest is not None:
-        measured = f"not held even at {_f(lowest['rate'], 0)}/s (p99 {_f(lowest['p99'])} ms)"
-        margin = f"{lowest['p99'] - CANCEL_TARGET_MS:.1f} ms over at {_f(lowest['rate'], 0)}/s"
-    else:
-        measured, margin = "not measured", "n/a"
-    out.append(
-        Target(
-            "Cancel latency under full publishing load",
-            f"p99 < {CANCEL_TARGET_MS:.0f} ms",
-            measured,
-            best is not None,
-            margin,
-        )
-    )
     rss_ratio = fig["scale.worker_rss_ratio"]
     rows = fig["scale.future_rows"]
     out.append(
@@ -155,29 +215,31 @@ def _why_throughput(r: Results) -> str:
     fig, facts = r.figures, r.facts
     cores = r.machine["cpu_count"]
     pipe_cpu = fig.get("throughput.pipeline.cpu_ms_per_unit", math.nan)
-    bare_cpu = fig.get("throughput.bare.cpu_ms_per_unit", math.nan)
+    floor_cpu = fig.get("throughput.floor.cpu_ms_per_unit", math.nan)
+    pipe_workers = fig.get("throughput.pipeline.worker_cpu_ms_per_post", math.nan)
+    floor_workers = fig.get("throughput.floor.worker_cpu_ms_per_post", math.nan)
     busy = fig.get("throughput.pipeline.machine_busy_pct", math.nan)
     ceiling = cores * 1000 / pipe_cpu if pipe_cpu else math.nan
     return (
         f"Each post cost {_f(pipe_cpu, 2)} ms of CPU across the deployment"
         f" ({_cpu_line(facts.get('throughput.pipeline.cpu_ms_per_unit', {}))}), against"
-        f" {_f(bare_cpu, 2)} ms for a no-op task"
-        f" ({_cpu_line(facts.get('throughput.bare.cpu_ms_per_unit', {}))}). The machine was"
+        f" {_f(floor_cpu, 2)} ms for the same rows, events and upload done by hand"
+        f" ({_cpu_line(facts.get('throughput.floor.cpu_ms_per_unit', {}))}). The machine was"
         f" {_f(busy, 0)}% busy while the pipeline ran: it is CPU-bound, and at"
         f" {_f(pipe_cpu, 2)} ms a post {cores} cores cap it near {_f(ceiling, 0)} posts/s"
-        " whatever the worker count. Celery's own share of a post is what a no-op task costs;"
-        " the rest is the publish protocol in the worker's Python: run alone, outside Celery,"
-        f" it takes {_f(fig.get('throughput.body.cpu_ms_per_post', math.nan), 2)} ms of CPU"
-        f" and {_f(fig.get('throughput.body.wall_ms_per_post', math.nan), 2)} ms of wall time"
-        f" a post for {_f(fig.get('throughput.body.statements_per_post', math.nan), 0)} SQL"
+        f" whatever the worker count. Of the {_f(pipe_cpu - floor_cpu, 2)} ms between them,"
+        f" {_f(pipe_workers - floor_workers, 2)} ms is in the worker processes"
+        f" ({_f(pipe_workers, 2)} ms a post against {_f(floor_workers, 2)} ms), where Celery's"
+        " own share is the same in both (the no-op task's). Run alone, outside Celery, the publish"
+        f" protocol takes {_f(fig.get('throughput.body.cpu_ms_per_post', math.nan), 2)} ms of"
+        f" CPU a post for {_f(fig.get('throughput.body.statements_per_post', math.nan), 0)} SQL"
         f" statements in {_f(fig.get('throughput.body.commits_per_post', math.nan), 0)}"
-        " transactions (claim, read the container and account, the point of no return, record:"
-        " each a pooled-connection checkout with its pre-ping, a row lock and a commit), built"
-        " by the SQLAlchemy ORM, plus one HTTP upload and the JSON log lines and metrics of"
-        " each transition. A no-op task does none of that, so the ratio prices durability and"
-        " the race-safe cancel per post, not Celery overhead. Closing it means less Python per"
-        " post (Core statements instead of ORM loads, the container and account read in the"
-        " claim's transaction, no pre-ping on a connection just used), not a different broker"
+        " transactions, where the bare protocol sends 3 statements (each its own autocommit"
+        " transaction, with its event in the same statement) and one HTTP request: the rest is"
+        " the ORM building and loading rows, a pooled-connection checkout with its pre-ping per"
+        " transaction, and the JSON log lines and metrics of each transition. Closing it means"
+        " less Python per post (fewer, Core-built statements; the container and account read in"
+        " the claim's statement; no pre-ping on a connection just used), not a different broker"
         " setting."
     )
 
@@ -208,11 +270,22 @@ def _why_cancel(r: Results) -> str:
     if not steps:
         return ""
     first = steps[0]
-    idle_cpu = facts.get("scale.empty.api_cpu_ms_per_request", math.nan)
     cores = r.machine["cpu_count"]
     processes = r.settings["workers"] * r.settings["concurrency"]
     idle_p99 = fig.get("scale.empty.cancel_p99_ms", math.nan)
+    saturated_cpu = fig.get("cancel.saturated.product.api_cpu_ms_per_cancel", math.nan)
+    floor_cpu = fig.get("cancel.saturated.floor.api_cpu_ms_per_cancel", math.nan)
+    layout = facts.get("cancel.layout")
     last = steps[-1]
+    where = (
+        f" Here it had CPU {layout['api'][0]} to itself as far as the workers go (they and their"
+        f" pools were pinned to CPU {', '.join(str(c) for c in layout['workers'])}); PostgreSQL's"
+        " backends, the sandbox, beat and the load generator still ran wherever the kernel put"
+        " them, its core included."
+        if layout
+        else f" Nothing was pinned (one CPU): the API shared it with {processes} pool processes"
+        " that always have a post ready."
+    )
     knee = (
         f" At {_f(last['rate'], 0)}/s the cancels alone needed"
         f" {last['rate'] * last['api_cpu_ms_per_request'] / 1000:.2f} of a core in the API"
@@ -231,22 +304,22 @@ def _why_cancel(r: Results) -> str:
     )
     return (
         f"The same DELETE answers in {_f(fig.get('scale.empty.cancel_p50_ms', math.nan))} ms"
-        f" (p50) / {_f(fig.get('scale.empty.cancel_p99_ms', math.nan))} ms (p99) with the"
-        f" workers idle (section 4), and in {_f(first['p50'])} / {_f(first['p99'])} ms at"
-        f" {_f(first['rate'], 0)}/s while they publish flat out, the machine"
-        f" {_f(first['machine_busy_pct'], 0)}% busy. A cancel is little work for PostgreSQL"
-        " (one row lock, one update, one audit insert, one commit) and it contends with no"
-        " worker: the posts it cancels are not the ones being published. What it needs is CPU"
-        f" in the API process: {_f(idle_cpu)} ms a request idle,"
-        f" {_f(first['api_cpu_ms_per_request'])} ms under load (key check, rate limit in Redis,"
-        " the transaction through the ORM, JSON logs and metrics, FastAPI's thread pool). The"
-        f" API is one uvicorn process; under load it shares {cores} cores with {processes} pool"
-        " processes that always have a post ready, PostgreSQL's backends and the sandbox, so the"
-        " kernel gives it a small slice and each request waits for its turn on a core, and"
-        " once the rate times its CPU cost passes that slice, requests queue (the steep steps"
-        " in the chart). Cores set aside for the API (workers pinned or capped below the core"
-        " count, e.g. `--concurrency 2`, or the API on its own host) and a lighter cancel path"
-        " are what buy the tail back; the design's lock order is not what costs it." + knee + noisy
+        f" (p50) / {_f(idle_p99)} ms (p99) with the workers idle (section 5), and in"
+        f" {_f(first['p50'])} / {_f(first['p99'])} ms at {_f(first['rate'], 0)}/s while they"
+        f" publish flat out, the machine {_f(first['machine_busy_pct'], 0)}% busy. A cancel is"
+        " little work for PostgreSQL (one row lock, one update, one event insert, one commit)"
+        " and it contends with no worker: the posts it cancels are not the ones being"
+        " published. What it needs is CPU in the API process:"
+        f" {_f(saturated_cpu, 2)} ms a request saturated (section 3),"
+        f" {_f(first.get('api_cpu_ms_per_request', math.nan))} ms under load here (key check,"
+        " rate limit in Redis, the transaction through the ORM, JSON logs and metrics,"
+        " FastAPI's thread pool). The API is one uvicorn process, so one core at most, and"
+        " once the rate times its CPU cost nears what it gets of that core, requests queue"
+        " (the steep steps in the chart)." + where + " A lighter cancel path (the bare"
+        f" endpoint of section 3 needs {_f(floor_cpu, 2)} ms of CPU a cancel) or more API"
+        " processes are what buy the tail back; the design's lock order is not what costs it."
+        + knee
+        + noisy
     )
 
 
@@ -341,32 +414,48 @@ def _summary(r: Results) -> dict[str, Any]:
 
 def _throughput(r: Results) -> dict[str, Any]:
     fig, facts, s = r.figures, r.facts, r.settings
-    ratio = fig["throughput.ratio"]
+    ratio = fig["throughput.floor_ratio"]
+
+    def row(label: str, prefix: str, rate: str) -> list[str]:
+        return [
+            label,
+            _f(fig[rate]),
+            _f(fig[f"{prefix}.window_s"], 2),
+            _f(fig.get(f"{prefix}.cpu_ms_per_unit", math.nan), 2),
+            _f(fig.get(f"{prefix}.worker_cpu_ms_per_post", math.nan), 2),
+            _f(fig.get(f"{prefix}.machine_busy_pct", math.nan), 0),
+        ]
+
+    bare = row("bare Celery, no-op task", "throughput.bare", "throughput.bare.tasks_per_s")
+    bare[4] = _f(facts.get("throughput.bare.cpu_ms_per_unit", {}).get("workers", math.nan), 2)
     return {
         "posts": _f(fig["throughput.pipeline.posts"], 0),
         "workers": s["workers"],
         "concurrency": s["concurrency"],
         "table": Table(
-            ["", "per second", "window (s)", "CPU ms per post/task", "machine busy %"],
             [
-                [
+                "",
+                "per second",
+                "window (s)",
+                "CPU ms per post/task",
+                "of it, worker processes",
+                "machine busy %",
+            ],
+            [
+                row(
                     "publish pipeline",
-                    _f(fig["throughput.pipeline.posts_per_s"]),
-                    _f(fig["throughput.pipeline.window_s"], 2),
-                    _f(fig.get("throughput.pipeline.cpu_ms_per_unit", math.nan), 2),
-                    _f(fig.get("throughput.pipeline.machine_busy_pct", math.nan), 0),
-                ],
-                [
-                    "bare Celery, no-op task",
-                    _f(fig["throughput.bare.tasks_per_s"]),
-                    _f(fig["throughput.bare.window_s"], 2),
-                    _f(fig.get("throughput.bare.cpu_ms_per_unit", math.nan), 2),
-                    _f(fig.get("throughput.bare.machine_busy_pct", math.nan), 0),
-                ],
+                    "throughput.pipeline",
+                    "throughput.pipeline.posts_per_s",
+                ),
+                row("bare protocol", "throughput.floor", "throughput.floor.posts_per_s"),
+                bare,
             ],
         ),
         "ratio": f"{ratio:.1%}",
-        "ratio_target": f"{RATIO_TARGET:.0%}",
+        "ratio_target": f"{FLOOR_RATIO_TARGET:.0%}",
+        "noop_ratio": f"{fig['throughput.noop_ratio']:.1%}",
+        "floor_published": f"{facts.get('throughput.floor.published')}",
+        "floor_events": _f(facts.get("throughput.floor.events_per_post", math.nan), 0),
         "due_to_last_s": _f(fig["throughput.pipeline.due_to_last_s"], 2),
         "published": f"{facts.get('throughput.pipeline.published')}",
         "redispatched": f"{facts.get('throughput.pipeline.redispatched')}",
@@ -374,6 +463,7 @@ def _throughput(r: Results) -> dict[str, Any]:
         "dispatch_ms_per_post": _f(fig.get("throughput.dispatch.ms_per_post", math.nan), 2),
         "dispatch_tick_max_ms": _f(fig.get("throughput.dispatch.tick_max_ms", math.nan), 0),
         "cpu_pipeline": _cpu_line(facts.get("throughput.pipeline.cpu_ms_per_unit", {})),
+        "cpu_floor": _cpu_line(facts.get("throughput.floor.cpu_ms_per_unit", {})),
         "cpu_bare": _cpu_line(facts.get("throughput.bare.cpu_ms_per_unit", {})),
         "body_posts": _f(fig.get("throughput.body.posts", math.nan), 0),
         "body_cpu_ms": _f(fig.get("throughput.body.cpu_ms_per_post", math.nan), 2),
@@ -381,10 +471,142 @@ def _throughput(r: Results) -> dict[str, Any]:
         "body_statements": _f(fig.get("throughput.body.statements_per_post", math.nan), 0),
         "body_commits": _f(fig.get("throughput.body.commits_per_post", math.nan), 0),
         "missed": Verdict(
-            f"Missed by {(RATIO_TARGET - ratio) * 100:.1f} points.", _why_throughput(r)
+            f"Missed by {(FLOOR_RATIO_TARGET - ratio) * 100:.1f} points.", _why_throughput(r)
         )
-        if ratio < RATIO_TARGET
+        if ratio < FLOOR_RATIO_TARGET
         else None,
+    }
+
+
+def _scaling(r: Results) -> dict[str, Any]:
+    fig, facts = r.figures, r.facts
+    counts: list[int] = facts.get("scaling.workers", [])
+    concurrency = r.settings["concurrency"]
+    rows = []
+    for count in counts:
+        p = f"scaling.{count}w.pipeline"
+        claims: list[int] = facts.get(f"{p}.claims_per_worker", [])
+        share = f"{claims[0] / sum(claims):.0%}" if claims and sum(claims) else "n/a"
+        rows.append(
+            [
+                str(count),
+                str(count * concurrency),
+                _f(fig[f"{p}.posts"], 0),
+                _f(fig[f"{p}.posts_per_s"]),
+                _f(fig[f"{p}.window_s"], 2),
+                _f(fig.get(f"{p}.worker_cpu_ms_per_post", math.nan), 2),
+                _f(fig.get(f"{p}.cpu_ms_per_unit", math.nan), 2),
+                _f(fig.get(f"{p}.machine_busy_pct", math.nan), 0),
+                share,
+            ]
+        )
+    growth = None
+    if len(counts) >= 2:
+        low, high = counts[0], counts[-1]
+        a = fig[f"scaling.{low}w.pipeline.posts_per_s"]
+        z = fig[f"scaling.{high}w.pipeline.posts_per_s"]
+        growth = (
+            f"From {low} to {high} worker processes the throughput went from {_f(a)} to"
+            f" {_f(z)} posts/s ({z / a:.2f}x for {high / low:g}x the pool processes)."
+        )
+    return {
+        "posts": _f(r.settings["sizes"]["scaling_posts"], 0),
+        "concurrency": concurrency,
+        "table": Table(
+            [
+                "workers",
+                "pool processes",
+                "posts",
+                "posts/s",
+                "window (s)",
+                "worker CPU ms per post",
+                "CPU ms per post, all",
+                "machine busy %",
+                "busiest worker's share",
+            ],
+            rows,
+        ),
+        "growth": growth,
+    }
+
+
+def _saturated(r: Results) -> dict[str, Any]:
+    fig, facts, sizes = r.figures, r.facts, r.settings["sizes"]
+    ratio = fig["cancel.saturated.ratio"]
+    rows = []
+    notes = []
+    for label, name in (("product", "publisher API"), ("floor", "bare endpoint")):
+        p = f"cancel.saturated.{label}"
+        rows.append(
+            [
+                name,
+                _f(fig[f"{p}.cancels_per_s"]),
+                _f(fig[f"{p}.requests"], 0),
+                _f(fig[f"{p}.p50_ms"]),
+                _f(fig[f"{p}.p90_ms"]),
+                _f(fig[f"{p}.p99_ms"]),
+                _f(fig[f"{p}.max_ms"]),
+                _f(fig.get(f"{p}.api_cpu_ms_per_cancel", math.nan), 2),
+                _f(fig.get(f"{p}.client_cpu_ms_per_request", math.nan), 2),
+                _f(fig.get(f"{p}.machine_busy_pct", math.nan), 0),
+                str(facts.get(f"{p}.errors", "n/a")),
+                " / ".join(
+                    str(facts.get(f"{p}.{k}", "n/a"))
+                    for k in ("canceled_rows", "canceled_events", "answered_200")
+                ),
+            ]
+        )
+        if facts.get(f"{p}.exhausted"):
+            notes.append(
+                f"The {name} canceled every one of its {sizes['saturate_posts']:,} posts in"
+                f" {_f(fig[f'{p}.measured_s'] + sizes['saturate_warmup_s'])} s: its window is"
+                " cut to that."
+            )
+        if facts.get(f"{p}.failures"):
+            kinds = ", ".join(f"{k} x{v}" for k, v in facts[f"{p}.failures"].items())
+            notes.append(f"Against the {name} the client gave up on some requests ({kinds}).")
+    product_cpu = fig.get("cancel.saturated.product.api_cpu_ms_per_cancel", math.nan)
+    floor_cpu = fig.get("cancel.saturated.floor.api_cpu_ms_per_cancel", math.nan)
+    why = (
+        Verdict(
+            f"Missed by {(CANCEL_RATIO_TARGET - ratio) * 100:.1f} points.",
+            "Saturated, one uvicorn process is bound by its own CPU: the product's DELETE"
+            f" costs it {_f(product_cpu, 2)} ms a cancel against {_f(floor_cpu, 2)} ms for the"
+            " bare endpoint, whose rows are the same (the key's, the post's, one event) and"
+            " whose statements are fewer only by the product's lookup of webhook endpoints for"
+            " the event and the key check's transaction of its own. The rest of the difference"
+            " is the code around the work, in the API process: the per-key rate limit's round"
+            " trip to Redis, the ORM loading the post and flushing the change, the request-id,"
+            " logging and metrics middleware, the JSON log line of the transition.",
+        )
+        if ratio < CANCEL_RATIO_TARGET
+        else None
+    )
+    return {
+        "connections": _f(fig["cancel.saturated.connections"], 0),
+        "warmup_s": f"{sizes['saturate_warmup_s']:g}",
+        "seconds": f"{sizes['saturate_s']:g}",
+        "table": Table(
+            [
+                "",
+                "cancels/s",
+                "requests",
+                "p50 (ms)",
+                "p90",
+                "p99",
+                "max",
+                "API CPU ms per cancel",
+                "client CPU ms per request",
+                "machine busy %",
+                "errors",
+                "canceled rows / events / 200s, whole run",
+            ],
+            rows,
+        ),
+        "ratio": f"{ratio:.1%}",
+        "ratio_target": f"{CANCEL_RATIO_TARGET:.0%}",
+        "notes": notes,
+        "why": why,
     }
 
 
@@ -449,7 +671,19 @@ def _cancel(r: Results) -> dict[str, Any]:
         why = Verdict(f"Missed by {_f(over)} ms at the lowest rate.", _why_cancel(r))
     elif missed:
         why = Verdict("Why the higher rates miss.", _why_cancel(r))
+    layout = facts.get("cancel.layout")
     return {
+        "layout": (
+            f"The API process was pinned to CPU {layout['api'][0]} and every worker process"
+            " (the publishing workers with their pools, and the webhooks worker) to CPU"
+            f" {', '.join(str(c) for c in layout['workers'])}, each thread with"
+            " `os.sched_setaffinity`, for this section only: the production layout, where the"
+            " worker pool leaves the API a core. PostgreSQL, the sandbox, beat and the load"
+            " generator run wherever the kernel puts them."
+        )
+        if layout
+        else "The machine has one CPU: nothing was pinned, the API shares it with the workers.",
+        "target_rate": _f(CANCEL_TARGET_RATE, 0),
         "feed_rate": _f(fig["cancel.load.feed_rate_per_s"]),
         "step_s": _f(r.settings["sizes"]["cancel_step_s"], 0),
         "publish_rate": _f(fig["cancel.load.publish_rate_per_s"]),
@@ -639,6 +873,8 @@ def render_markdown(r: Results) -> str:
         summary=_summary(r),
         throughput=_throughput(r),
         lag=_lag(r),
+        scaling=_scaling(r),
+        saturated=_saturated(r),
         cancel=_cancel(r),
         scale=_scale(r),
         naive=_naive(r),
@@ -652,7 +888,8 @@ def render_chart(r: Results, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 10))
+    axes = [grid[0][0], grid[0][1], grid[1][0], grid[1][1]]
     ax = axes[0]
     series = [
         (label, r.samples.get(f"lag.{label}.upload_start_ms", []))
@@ -701,6 +938,19 @@ def render_chart(r: Results, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_title("Cancel latency, workers idle (CDF)")
     ax.set_xlabel("ms (log)")
+    ax.legend(fontsize=8)
+
+    ax = axes[3]
+    for label, name in (("product", "publisher API"), ("floor", "bare endpoint")):
+        values = r.samples.get(f"cancel.saturated.{label}.latency_ms", [])
+        rate = r.figures.get(f"cancel.saturated.{label}.cancels_per_s", math.nan)
+        if values:
+            cdf(ax, values, f"{name} ({rate:.0f}/s)")
+    ax.axhline(0.99, color="grey", linewidth=0.6)
+    ax.set_xscale("log")
+    ax.set_title("Cancel latency, saturated closed loop (CDF)")
+    ax.set_xlabel("ms (log)")
+    ax.set_ylabel("fraction of requests")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

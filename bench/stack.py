@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,48 @@ class BenchStack(Stack):
 
     def worker_pids(self) -> list[int]:
         return [p.pid for name, p in self.procs.items() if name.startswith("worker")]
+
+    def set_workers(self, count: int) -> None:
+        """Run exactly `count` publisher workers, worker0 to worker{count-1}: the others stop
+        (a warm shutdown; between measurements nothing is in flight), the missing start."""
+        for name in [n for n in self.procs if n.startswith("worker")]:
+            if int(name.removeprefix("worker")) >= count:
+                self._stop_one(name)
+        missing = [
+            name
+            for name in (f"worker{i}" for i in range(count))
+            if name not in self.procs or self.procs[name].poll() is not None
+        ]
+        # Side by side: each takes seconds to boot, mostly imports.
+        with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
+            list(pool.map(self.start_worker, missing))
+        self.workers = count
+
+    def _stop_one(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        self.metrics_ports.pop(name, None)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def start_module(self, name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
+        """`python -m module args` with the stack's environment, beside the stack; stopped
+        with stop_extra, or with the stack."""
+        log = (self.logdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.extra[name] = proc
+        return proc
 
     def pid(self, name: str) -> int:
         proc = self.procs.get(name) or self.extra[name]
