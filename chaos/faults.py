@@ -254,7 +254,7 @@ class Injector:
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                     " WHERE application_name IN ('publisher.worker', 'publisher.api')"
-                    " AND pid <> pg_backend_pid()"
+                    " AND pid <> pg_backend_pid() AND datname = current_database()"
                 )
             ).scalar_one()
             conn.commit()

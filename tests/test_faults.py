@@ -187,6 +187,7 @@ def test_database_connections_killed_mid_flight(
                         text(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE application_name = 'publisher.worker'"
+                            " AND datname = current_database()"
                         )
                     ).all()
                 )
