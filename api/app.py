@@ -12,6 +12,8 @@ from sqlalchemy import text
 from starlette.routing import BaseRoute
 
 from api import endpoint_classes, errors, middleware, openapi
+from api.deps import Principal
+from api.keycache import KeyCache
 from api.presenters import json_response
 from api.ratelimit import RateLimiter, limiter_of
 from api.routes import content, scheduled_posts, social_accounts, webhooks
@@ -98,6 +100,7 @@ def create_app() -> FastAPI:
     endpoint_classes.check(routers)
     # Its own Redis client per app; every app of a deployment shares the buckets in Redis.
     app.state.limiter = RateLimiter(get_settings().redis_url)
+    app.state.key_cache = KeyCache[Principal](app.state.limiter.client)
     app.every_route = lambda: [*app.routes, *(r for router in routers for r in router.routes)]
     errors.install(app, app.every_route)
     app.add_middleware(middleware.EdgeMiddleware)

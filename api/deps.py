@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from api.endpoint_classes import class_of
+from api.keycache import KeyCache
 from api.middleware import current_request_id
 from api.ratelimit import CLASS_HEADER, limiter_of
 from shared.events import Actor
@@ -56,6 +58,7 @@ _bearer = HTTPBearer(
 
 
 def _principal(
+    request: Request,
     _documented: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
@@ -64,15 +67,31 @@ def _principal(
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token or len(token) > 512:
         raise Unauthenticated("Authorization must be 'Bearer <key>'")
+    token = token.strip()
+    # Remembered under the keys' current generation, or read from the database after it
+    # (api/keycache.py: a revoked key is refused from the moment its revocation returns).
+    cache = key_cache_of(request.app.state)
+    generation = cache.generation()
+    if (known := cache.get(token, generation)) is not None:
+        return known
     with transaction() as tx:
-        key, organization = authenticate(tx.session, token.strip(), now=utcnow())
-        return Principal(
+        key, organization = authenticate(tx.session, token, now=utcnow())
+        principal = Principal(
             key.organization_id,
             key.id,
             tuple(key.scopes),
             key.env,
             limits_of(key, organization, scale=get_settings().rate_limit_multiplier),
         )
+    cache.put(token, principal, generation)
+    return principal
+
+
+def key_cache_of(state: State) -> KeyCache[Principal]:
+    """The app's key cache, made by `create_app`."""
+    cache = state.key_cache
+    assert isinstance(cache, KeyCache)
+    return cache
 
 
 # The scope each dependency made by `require` demands: what the OpenAPI document states.

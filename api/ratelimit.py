@@ -132,6 +132,11 @@ class RateLimiter:
             int(reset_ms) / 1000,
         )
 
+    @property
+    def client(self) -> redis.Redis:
+        """Its Redis client (the key cache asks the same server)."""
+        return self._client
+
     def close(self) -> None:
         self._client.close()
 

@@ -190,6 +190,25 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _keys_told() -> int:
+    """After a committed change to a key or an organization: make sure every API process
+    forgets the keys it remembers (the domain asked once after commit; this one reports).
+    Exit 1 if Redis cannot be told: the change stands, API processes see it within their
+    cache's TTL rather than at once."""
+    from api.keycache import TTL_S
+    from shared.kit.settings import get_settings
+    from shared.tenancy.keys import invalidate_cached_keys
+
+    try:
+        invalidate_cached_keys(get_settings().redis_url)
+    except Exception as exc:
+        return _fail(
+            f"saved, but the API processes could not be told ({type(exc).__name__}):"
+            f" they apply it within {TTL_S:g} s"
+        )
+    return 0
+
+
 def _cmd_tenants_create(args: argparse.Namespace) -> int:
     from shared.kit.db import transaction
     from shared.kit.errors import Unavailable
@@ -282,7 +301,7 @@ def _cmd_tenants_set_limits(args: argparse.Namespace) -> int:
             },
             args.json,
         )
-    return 0
+    return _keys_told()
 
 
 def _cmd_accounts_connect(args: argparse.Namespace) -> int:
@@ -418,7 +437,7 @@ def _cmd_keys_set_limits(args: argparse.Namespace) -> int:
             },
             args.json,
         )
-    return 0
+    return _keys_told()
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -431,7 +450,7 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
         if not revoke_key(tx.session, args.key_id, now=utcnow()):
             raise NotFound(f"no active key {args.key_id}")
     print(f"revoked {args.key_id}")
-    return 0
+    return _keys_told()
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

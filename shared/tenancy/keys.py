@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+import redis
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from shared.kit.db import after_commit
 from shared.kit.errors import NotFound, Unauthenticated, Validation
+from shared.kit.settings import get_settings
 from shared.models import ApiKey, Organization
 from shared.tenancy.tiers import OVERRIDE_COLUMNS, EndpointClass, checked_limit, tier_named
 
@@ -116,6 +119,28 @@ def parse_token(token: str) -> tuple[str, str, str]:
     return parts[1], parts[2], parts[3]
 
 
+# The Redis key whose value changes with every change to a key or an organization: API
+# processes authenticate anew once it moves (api/keycache.py).
+KEYS_GENERATION: Final = "publisher:keys:generation"
+
+
+def keys_changed(session: Session) -> None:
+    """This transaction changes a key or an organization: once it commits, every API process
+    forgets the keys it remembers. Every such change in the domain calls this."""
+    after_commit(session, lambda: invalidate_cached_keys(get_settings().redis_url))
+
+
+def invalidate_cached_keys(redis_url: str) -> None:
+    """Tell every API process to forget the keys it remembers: call it once a change to a
+    key or an organization has committed. Raises if Redis cannot be told (the change stands;
+    API processes then still take up to api.keycache.TTL_S to see it)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.set(KEYS_GENERATION, secrets.token_hex(8))
+    finally:
+        client.close()
+
+
 # Built once: every authenticated request runs it.
 _KEY_AND_ORGANIZATION: Final = (
     select(ApiKey, Organization)
@@ -171,6 +196,7 @@ def set_key_tier(session: Session, key_id: str, tier: str) -> ApiKey:
     """Move an active key to `tier`; its own limits, where it has them, still win."""
     key = _active_key(session, key_id)
     key.tier = tier_named(tier).value
+    keys_changed(session)
     return key
 
 
@@ -180,6 +206,7 @@ def set_key_limit(
     """Give an active key its own limit of this class, or (None) its tier's again."""
     key = _active_key(session, key_id)
     setattr(key, OVERRIDE_COLUMNS[klass], checked_limit(klass.value, per_minute))
+    keys_changed(session)
     return key
 
 
@@ -190,4 +217,5 @@ def revoke_key(session: Session, key_id: str, *, now: datetime) -> bool:
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    keys_changed(session)
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from shared.kit import ids
 from shared.kit.errors import NotFound, Validation
 from shared.kit.settings import get_settings
 from shared.models import ApiKey, Organization, Platform, Project, SocialAccount
-from shared.tenancy.keys import IssuedKey, create_key
+from shared.tenancy.keys import IssuedKey, create_key, keys_changed
 from shared.tenancy.tiers import checked_limit, tier_named
 
 # What Instagram accepts as a username; another name lets the emulator choose one.
@@ -141,6 +141,7 @@ def set_organization_tier(
     `keys`, every active key of it too; else its keys keep their tiers. How many keys moved."""
     org = _organization(session, organization_id)
     org.tier = tier_named(tier).value
+    keys_changed(session)
     if not keys:
         return 0
     moved = session.execute(
@@ -155,4 +156,5 @@ def set_daily_write_cap(session: Session, organization_id: str, cap: int | None)
     """Give an organization its own daily write cap, or (None) its tier's again."""
     org = _organization(session, organization_id)
     org.daily_write_cap = checked_limit("dailyWriteCap", cap)
+    keys_changed(session)
     return org
