@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +83,10 @@ def usable_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def pin(pids: list[int], cpus: set[int]) -> int:
-    """Bind every thread of these processes to `cpus` (the threads and children they start
-    later inherit it); the number of threads bound. A process that is gone is skipped."""
-    bound = 0
+def _each_thread(pids: list[int], apply: Callable[[int], None]) -> int:
+    """`apply` to every thread of these processes; the number it succeeded on. A process
+    (or thread) that is gone is skipped."""
+    done = 0
     for pid in pids:
         try:
             tids = [int(t.name) for t in (PROC / str(pid) / "task").iterdir()]
@@ -93,11 +94,24 @@ def pin(pids: list[int], cpus: set[int]) -> int:
             continue
         for tid in tids:
             try:
-                os.sched_setaffinity(tid, cpus)
+                apply(tid)
             except OSError:
                 continue
-            bound += 1
-    return bound
+            done += 1
+    return done
+
+
+def weigh(pids: list[int], niceness: int) -> int:
+    """Give every thread of these processes this niceness (CFS weight: -10 is about nine
+    times the default's share of a contended core, what `cpu_shares` or a CPU request give
+    a container); the number of threads set."""
+    return _each_thread(pids, lambda tid: os.setpriority(os.PRIO_PROCESS, tid, niceness))
+
+
+def pin(pids: list[int], cpus: set[int]) -> int:
+    """Bind every thread of these processes to `cpus` (the threads and children they start
+    later inherit it); the number of threads bound."""
+    return _each_thread(pids, lambda tid: os.sched_setaffinity(tid, cpus))
 
 
 @dataclass(frozen=True)

@@ -679,7 +679,11 @@ def _cancel(r: Results) -> dict[str, Any]:
             f" {', '.join(str(c) for c in layout['workers'])}, each thread with"
             " `os.sched_setaffinity`, for this section only: the production layout, where the"
             " worker pool leaves the API a core. PostgreSQL, the sandbox, beat and the load"
-            " generator run wherever the kernel puts them."
+            " generator run wherever the kernel puts them; the API's threads and the"
+            " PostgreSQL backends of its pool run at niceness -10, the CPU weight that"
+            " `cpu_shares: 4096` (docker-compose.yml) or a whole-core CPU request"
+            " (deploy/overlays/production) gives the API in production, so the backends"
+            " serving the workers cannot take the API's core from it."
         )
         if layout
         else "The machine has one CPU: nothing was pinned, the API shares it with the workers.",

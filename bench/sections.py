@@ -649,13 +649,28 @@ def cancel_saturated(b: Bench) -> None:
 
 def _production_layout(b: Bench) -> dict[str, list[int]] | None:
     """The API on the first CPU, every worker process (publishing and webhooks, with their
-    pools) on the others: the pool leaves the API a core. None, nothing pinned, on one CPU."""
+    pools) on the others: the pool leaves the API a core. None, nothing pinned, on one CPU.
+
+    PostgreSQL, Redis and the sandbox share this machine and float; the API, and the
+    backends serving it, get the CPU weight a container's `cpu_shares` or a pod's CPU
+    request gives them in production (docker-compose.yml, deploy/), so the workers' share
+    of the database cannot take the API's core from it."""
     cpus = procfs.usable_cpus()
     if len(cpus) < 2:
         return None
     procfs.pin(procfs.tree(b.stack.pid("api")), {cpus[0]})
     procfs.pin(_all_workers(b), set(cpus[1:]))
+    procfs.weigh(_api_side(b), API_NICENESS)
     return {"api": cpus[:1], "workers": cpus[1:]}
+
+
+# The API's weight in the production layout (see _production_layout).
+API_NICENESS = -10
+
+
+def _api_side(b: Bench) -> list[int]:
+    """The API's processes and the PostgreSQL backends of its connection pool."""
+    return procfs.tree(b.stack.pid("api")) + b.db.backend_pids("publisher.api")
 
 
 def _all_workers(b: Bench) -> list[int]:
@@ -669,6 +684,7 @@ def _all_workers(b: Bench) -> list[int]:
 
 def _unpin(b: Bench) -> None:
     procfs.pin(procfs.tree(b.stack.pid("api")) + _all_workers(b), set(procfs.usable_cpus()))
+    procfs.weigh(_api_side(b), 0)
 
 
 def cancel_under_load(b: Bench, throughput: float) -> None:

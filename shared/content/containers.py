@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from shared.kit import ids
@@ -15,6 +15,7 @@ from shared.models import (
     ContainerStatus,
     ContentContainer,
     Project,
+    SocialAccount,
 )
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm")
@@ -118,9 +119,22 @@ def create_container(
     return container
 
 
-def payload_source(session: Session, post_container_id: str) -> dict[str, Any]:
-    """The container fields a platform upload needs."""
-    container = session.get(ContentContainer, post_container_id)
-    if container is None:
+# Built once: every publish reads them, in its claim's transaction.
+_PAYLOAD_SOURCE: Final = select(
+    SocialAccount, ContentContainer.caption, ContentContainer.media
+).where(
+    SocialAccount.id == bindparam("account_id"), ContentContainer.id == bindparam("container_id")
+)
+
+
+def payload_source(
+    session: Session, account_id: str, container_id: str
+) -> tuple[SocialAccount, dict[str, Any]]:
+    """A post's account, and the container fields a platform upload needs: one query."""
+    row = session.execute(
+        _PAYLOAD_SOURCE, {"account_id": account_id, "container_id": container_id}
+    ).one_or_none()
+    if row is None:
         raise NotFound("Content container not found")
-    return {"caption": container.caption, "media": container.media}
+    account, caption, media = row
+    return account, {"caption": caption, "media": media}

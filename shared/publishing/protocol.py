@@ -149,9 +149,7 @@ Sources = tuple[SocialAccount, dict[str, Any]]
 
 def _sources(tx: Tx, post: ScheduledPost) -> Sources:
     """The post's account and the container fields its upload needs."""
-    account = tx.session.get(SocialAccount, post.social_account_id)
-    assert account is not None
-    return account, payload_source(tx.session, post.container_id)
+    return payload_source(tx.session, post.social_account_id, post.container_id)
 
 
 def _prepare(
