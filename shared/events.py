@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from psycopg.types.json import Jsonb
 from sqlalchemy.orm import Session
 
 from shared.kit.clock import iso
+from shared.kit.db import driver_connection
 from shared.models import Event, ScheduledPost, SocialAccount
 
 # Crockford's base32: event ids sort by time as text, and read unambiguously aloud.
@@ -149,7 +149,14 @@ def append(
         "data": data,
     }
     deliverable = type_ in DELIVERABLE
-    row = session.execute(_INSERT_DELIVERABLE if deliverable else _INSERT, values).one()
+    # On the session's own connection, after what it has pending (the change this records,
+    # the organization a first event may belong to).
+    session.flush()
+    with driver_connection(session).cursor() as cursor:
+        row = cursor.execute(
+            _INSERT_DELIVERABLE if deliverable else _INSERT, {**values, "data": Jsonb(data)}
+        ).fetchone()
+    assert row is not None
     event = Event(id=row[0], created_at=row[1], **values)
     if deliverable and row[2]:
         # Imported here: deliveries build on this module.
@@ -160,22 +167,19 @@ def append(
 
 
 # Written once: every transition appends one.
-_INSERT: Final = text(
-    "INSERT INTO events (public_id, organization_id, type, subject_type, subject_id,"
-    " actor_key_id, request_id, reason, data) VALUES (:public_id, :organization_id, :type,"
-    " :subject_type, :subject_id, :actor_key_id, :request_id, :reason, :data)"
-    " RETURNING id, created_at"
-).bindparams(bindparam("data", type_=JSONB))
+_INSERT: Final = (
+    b"INSERT INTO events (public_id, organization_id, type, subject_type, subject_id,"
+    b" actor_key_id, request_id, reason, data) VALUES (%(public_id)s, %(organization_id)s,"
+    b" %(type)s, %(subject_type)s, %(subject_id)s, %(actor_key_id)s, %(request_id)s,"
+    b" %(reason)s, %(data)s) RETURNING id, created_at"
+)
 # ... and for a type webhooks take, also the ids of the organization's enabled endpoints
 # that take it (NULL for none).
-_INSERT_DELIVERABLE: Final = text(
-    "INSERT INTO events (public_id, organization_id, type, subject_type, subject_id,"
-    " actor_key_id, request_id, reason, data) VALUES (:public_id, :organization_id, :type,"
-    " :subject_type, :subject_id, :actor_key_id, :request_id, :reason, :data)"
-    " RETURNING id, created_at, (SELECT array_agg(w.id) FROM webhook_endpoints w"
-    " WHERE w.organization_id = :organization_id AND w.status = 'enabled'"
-    " AND w.event_types @> ARRAY[CAST(:type AS varchar)])"
-).bindparams(bindparam("data", type_=JSONB))
+_INSERT_DELIVERABLE: Final = (
+    _INSERT + b", (SELECT array_agg(w.id) FROM webhook_endpoints w"
+    b" WHERE w.organization_id = %(organization_id)s AND w.status = 'enabled'"
+    b" AND w.event_types @> ARRAY[CAST(%(type)s AS varchar)])"
+)
 
 
 def post_event(

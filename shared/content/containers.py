@@ -120,10 +120,10 @@ def create_container(
 
 
 # Built once: every publish reads them, in its claim's transaction.
-_PAYLOAD_SOURCE: Final = select(
-    SocialAccount, ContentContainer.caption, ContentContainer.media
-).where(
-    SocialAccount.id == bindparam("account_id"), ContentContainer.id == bindparam("container_id")
+_PAYLOAD_SOURCE: Final = (
+    select(SocialAccount, ContentContainer.caption, ContentContainer.media)
+    .join(ContentContainer, ContentContainer.id == bindparam("container_id"))
+    .where(SocialAccount.id == bindparam("account_id"))
 )
 
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -100,6 +101,16 @@ def new_session() -> Session:
         init_engine("publisher")
     assert _sessions is not None
     return _sessions()
+
+
+def driver_connection(session: Session) -> psycopg.Connection[Any]:
+    """The psycopg connection under the session's transaction, for the few statements every
+    post runs (shared/publishing/posts.py, shared/events.py): they commit or roll back with
+    the session, without SQLAlchemy's statement machinery on the way. Unflushed ORM changes
+    are the caller's to flush first."""
+    conn = session.connection().connection.driver_connection
+    assert isinstance(conn, psycopg.Connection)
+    return conn
 
 
 _AFTER_COMMIT: Final = "publisher.after_commit"

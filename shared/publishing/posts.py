@@ -11,18 +11,22 @@ held open across a platform call.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
+from psycopg.rows import dict_row
 from sqlalchemy import Select, and_, bindparam, func, or_, select, text, true, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session, configure_mappers
 
 from shared.events import Actor, EventType, post_event
 from shared.kit import ids
 from shared.kit.clock import ceil_second, iso
+from shared.kit.db import driver_connection
 from shared.kit.errors import Conflict, NotFound, Validation
 from shared.models import (
     INSTAGRAM_ADAPTER,
@@ -432,23 +436,51 @@ def _lock_for_worker(session: Session, post_id: str) -> ScheduledPost | None:
 
 
 # The hot path's statements, written once: the transitions every post makes (claim, point of
-# no return, record) as single guarded UPDATEs, without building an ORM statement per call.
+# no return, record) as single guarded UPDATEs, run on the session's own psycopg connection
+# (in its transaction) with no ORM statement built or compiled per call.
+_POST_COLUMNS: Final = ", ".join(column.name for column in ScheduledPost.__table__.columns)
+
+
 def _returning_post(sql: str) -> Any:
     # Every column, named and typed: the rows map onto posts by position, not by name.
     table = ScheduledPost.__table__
-    returning = ", ".join(column.name for column in table.columns)
     return select(ScheduledPost).from_statement(
-        text(sql + " RETURNING " + returning).columns(*table.columns)
+        text(sql + " RETURNING " + _POST_COLUMNS).columns(*table.columns)
     )
 
 
-_CLAIM = _returning_post(
+def _driver_sql(sql: str) -> bytes:
+    """`sql` with psycopg's placeholders, returning every column of the post."""
+    return re.sub(r":(\w+)", r"%(\1)s", sql + " RETURNING " + _POST_COLUMNS).encode()
+
+
+def _updated_post(session: Session, sql: bytes, params: dict[str, Any]) -> ScheduledPost | None:
+    """Run one of the statements below; the post as it left it (not in the session: what the
+    caller reads of it, and the event it appends), or None if its guard matched nothing."""
+    with driver_connection(session).cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(sql, params).fetchone()
+    if row is None:
+        return None
+    # Filled as the ORM's own loading fills an instance: straight into its dict, without an
+    # attribute event per column (a constructor's cost, and this is read-only).
+    post = _new_post()
+    post.__dict__.update(row)
+    return post
+
+
+def _new_post() -> ScheduledPost:
+    configure_mappers()  # the attributes' loaders exist once any query ran; a no-op then
+    post: ScheduledPost = sa_inspect(ScheduledPost).class_manager.new_instance()
+    return post
+
+
+_CLAIM: Final = _driver_sql(
     "UPDATE scheduled_posts SET status = 'publishing', attempted_at = :now, owner = :owner,"
     " lease_expires_at = :lease_until, attempts = attempts + 1, updated_at = :now"
     " WHERE id = :id AND status = 'queued' AND dispatch_version = :token"
     " AND scheduled_for <= :due_by"
 )
-_BEGIN_UPLOAD = _returning_post(
+_BEGIN_UPLOAD: Final = _driver_sql(
     "UPDATE scheduled_posts SET upload_started_at = :now, platform_handle = :handle,"
     " lease_expires_at = :lease_until, updated_at = :now"
     " WHERE id = :id AND status = 'publishing' AND dispatch_version = :token"
@@ -459,7 +491,7 @@ _CANCEL = _returning_post(
     " cancel_reason = :reason, dispatch_version = dispatch_version + 1, task_id = NULL,"
     " owner = NULL, lease_expires_at = NULL, updated_at = :now WHERE id = :id"
 )
-_RECORD_UPLOADED = _returning_post(
+_RECORD_UPLOADED: Final = _driver_sql(
     "UPDATE scheduled_posts SET"
     " status = CASE WHEN mode = 'draft' THEN 'draft' ELSE 'published' END,"
     " published_at = :now, external_id = :external_id, external_url = :external_url,"
@@ -478,7 +510,8 @@ def claim(
     UPDATE below would, and under READ COMMITTED re-checks its guard on the row a racing
     cancel committed. Whatever it did not match (stale, early, our own earlier commit) is
     told apart under the lock."""
-    post = session.scalars(
+    post = _updated_post(
+        session,
         _CLAIM,
         {
             "id": post_id,
@@ -488,7 +521,7 @@ def claim(
             "due_by": now + EARLY_TOLERANCE,
             "lease_until": now + lease,
         },
-    ).one_or_none()
+    )
     if post is not None:
         post_event(
             session, EventType.POST_CLAIMED, post, token=token, owner=owner, attempt=post.attempts
@@ -561,7 +594,8 @@ def begin_upload(
     anything it did not match is told apart under the lock.
     """
     if quota is None:
-        post = session.scalars(
+        post = _updated_post(
+            session,
             _BEGIN_UPLOAD,
             {
                 "id": post_id,
@@ -571,7 +605,7 @@ def begin_upload(
                 "handle": handle,
                 "lease_until": now + lease,
             },
-        ).one_or_none()
+        )
         if post is not None:
             post_event(
                 session,
@@ -671,10 +705,11 @@ def record_uploaded(
     """
     # The common case in one guarded UPDATE (the row lock as in `claim`); the rest is told
     # apart under the lock.
-    post = session.scalars(
+    post = _updated_post(
+        session,
         _RECORD_UPLOADED,
         {"id": post_id, "now": now, "external_id": external_id, "external_url": external_url},
-    ).one_or_none()
+    )
     if post is not None:
         post_event(session, EventType.POST_PUBLISHED, post)
         return True
