@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from psycopg.rows import dict_row
-from sqlalchemy import Select, and_, bindparam, func, or_, select, text, true, tuple_
+from sqlalchemy import Select, and_, bindparam, func, or_, select, true, tuple_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, configure_mappers
 
@@ -288,9 +288,18 @@ def cancel(
     token, so any task still in flight does nothing. The caller revokes the old task after
     commit, as a courtesy.
     """
-    return _cancel_locked(
-        session, actor, _lock_post(session, actor.organization_id, post_id), reason, now
+    post = (
+        _post_row(
+            session,
+            _LOCK_FOR_CANCEL,
+            {"organization_id": actor.organization_id, "public_id": post_id},
+        )
+        if ids.is_valid(post_id, ids.SCHEDULED_POST)
+        else None
     )
+    if post is None:
+        raise NotFound("Scheduled post not found")
+    return _cancel_locked(session, actor, post, reason, now)
 
 
 def _cancel_locked(
@@ -302,15 +311,12 @@ def _cancel_locked(
     if post.upload_started_at is not None:
         return Canceled(CancelResult.LOST_TO_UPLOAD, post, None, post.status)
     old_task, previous = post.task_id, post.status
-    # One statement written once, its RETURNING refreshing `post` in place (no flush).
-    session.scalars(
-        _CANCEL.execution_options(populate_existing=True),
-        {"id": post.id, "now": now, "reason": reason},
-    ).one()
+    canceled = _post_row(session, _CANCEL, {"id": post.id, "now": now, "reason": reason})
+    assert canceled is not None  # the row is ours, locked
     post_event(
-        session, EventType.POST_CANCELED, post, actor=actor, reason=reason, previous=previous
+        session, EventType.POST_CANCELED, canceled, actor=actor, reason=reason, previous=previous
     )
-    return Canceled(CancelResult.WON, post, old_task, previous)
+    return Canceled(CancelResult.WON, canceled, old_task, previous)
 
 
 @dataclass(frozen=True)
@@ -441,22 +447,14 @@ def _lock_for_worker(session: Session, post_id: str) -> ScheduledPost | None:
 _POST_COLUMNS: Final = ", ".join(column.name for column in ScheduledPost.__table__.columns)
 
 
-def _returning_post(sql: str) -> Any:
-    # Every column, named and typed: the rows map onto posts by position, not by name.
-    table = ScheduledPost.__table__
-    return select(ScheduledPost).from_statement(
-        text(sql + " RETURNING " + _POST_COLUMNS).columns(*table.columns)
-    )
-
-
 def _driver_sql(sql: str) -> bytes:
     """`sql` with psycopg's placeholders, returning every column of the post."""
     return re.sub(r":(\w+)", r"%(\1)s", sql + " RETURNING " + _POST_COLUMNS).encode()
 
 
-def _updated_post(session: Session, sql: bytes, params: dict[str, Any]) -> ScheduledPost | None:
+def _post_row(session: Session, sql: bytes, params: dict[str, Any]) -> ScheduledPost | None:
     """Run one of the statements below; the post as it left it (not in the session: what the
-    caller reads of it, and the event it appends), or None if its guard matched nothing."""
+    caller reads of it, and the event it appends), or None if it matched nothing."""
     with driver_connection(session).cursor(row_factory=dict_row) as cursor:
         row = cursor.execute(sql, params).fetchone()
     if row is None:
@@ -486,7 +484,13 @@ _BEGIN_UPLOAD: Final = _driver_sql(
     " WHERE id = :id AND status = 'publishing' AND dispatch_version = :token"
     " AND owner = :owner AND upload_started_at IS NULL"
 )
-_CANCEL = _returning_post(
+# A cancel: the row lock on the post, then (if it wins) the one UPDATE. (The column list is
+# the model's, never input.)
+_LOCK_FOR_CANCEL: Final = (
+    "SELECT " + _POST_COLUMNS + " FROM scheduled_posts"  # noqa: S608
+    " WHERE organization_id = %(organization_id)s AND public_id = %(public_id)s FOR UPDATE"
+).encode()
+_CANCEL: Final = _driver_sql(
     "UPDATE scheduled_posts SET status = 'canceled', canceled_at = :now,"
     " cancel_reason = :reason, dispatch_version = dispatch_version + 1, task_id = NULL,"
     " owner = NULL, lease_expires_at = NULL, updated_at = :now WHERE id = :id"
@@ -510,7 +514,7 @@ def claim(
     UPDATE below would, and under READ COMMITTED re-checks its guard on the row a racing
     cancel committed. Whatever it did not match (stale, early, our own earlier commit) is
     told apart under the lock."""
-    post = _updated_post(
+    post = _post_row(
         session,
         _CLAIM,
         {
@@ -594,7 +598,7 @@ def begin_upload(
     anything it did not match is told apart under the lock.
     """
     if quota is None:
-        post = _updated_post(
+        post = _post_row(
             session,
             _BEGIN_UPLOAD,
             {
@@ -705,7 +709,7 @@ def record_uploaded(
     """
     # The common case in one guarded UPDATE (the row lock as in `claim`); the rest is told
     # apart under the lock.
-    post = _updated_post(
+    post = _post_row(
         session,
         _RECORD_UPLOADED,
         {"id": post_id, "now": now, "external_id": external_id, "external_url": external_url},
