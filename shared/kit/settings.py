@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     dispatch_batch: int = Field(default=500, ge=1)
     # A queued post this far past its time whose task never claimed it is re-dispatched.
     redispatch_grace_s: float = Field(default=15.0, gt=0)
+    # Every `publisher beat` competes for the ticks' lease; its holder sends them, and another
+    # beat takes over this long after the holder stopped renewing (killed, cut off).
+    beat_lease_s: float = Field(default=5.0, ge=1)
     # How long a worker owns a claimed post before the reaper may take it back.
     lease_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
