@@ -282,8 +282,9 @@ class EmulatedPlatform(Protocol):
         ...
 
 
-# Routes of the emulator itself, never down: what tests and the chaos run read and steer.
-_OWN_ROUTES: Final = ("/healthz", "/ledger", "/faults")
+# Routes of the emulator itself, never down: what tests and the chaos run read and steer, and
+# where accounts are issued.
+_OWN_ROUTES: Final = ("/healthz", "/ledger", "/faults", "/emulator/")
 
 
 def add_outage(app: FastAPI, knobs: Any) -> None:

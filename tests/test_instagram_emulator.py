@@ -702,6 +702,7 @@ PROBES: dict[str, tuple[dict[str, Any], Any, Probe]] = {
         lambda env, ig: env.client.post("/emulator/accounts").json()["expiresIn"],
     ),
     "refresh_min_age_s": ({}, 0.0, _refresh_now),
+    "down": ({}, True, lambda env, ig: _outcome(_read(ig))),
     "seed": ({"rate_limited": 0.5}, 7, _replays),
 }
 

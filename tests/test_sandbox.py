@@ -18,8 +18,9 @@ from fastapi.testclient import TestClient
 import sandbox.server
 from cli.main import build_parser, main
 from harness.stack import ROOT, Stack
-from sandbox.faults import DEFAULTS, KNOBS, Faults, Knob
+from sandbox.faults import DEFAULTS, KNOBS, Faults
 from sandbox.server import FaultsUpdate, create_app
+from tests.emulators import non_default
 
 
 def _body(**overrides: Any) -> dict[str, Any]:
@@ -501,17 +502,7 @@ def test_unseeded_faults_are_random() -> None:
 # --- One definition of the knobs --------------------------------------------------------------
 
 
-def _non_default(knob: Knob) -> float | int:
-    """A valid value of the knob other than its default."""
-    if knob.kind == "rate":
-        return 0.5
-    if knob.kind == "seed":
-        return 7
-    assert isinstance(knob.default, float)
-    return knob.default + 1.5
-
-
-NON_DEFAULTS = {knob.name: _non_default(knob) for knob in KNOBS}
+NON_DEFAULTS = {knob.name: non_default(knob) for knob in KNOBS}
 
 
 def test_knobs_are_the_faults_fields() -> None:
@@ -536,7 +527,8 @@ def test_harness_reset_restores_every_knob_and_the_ledger(live_server: str, tmp_
     stack = Stack(
         database_url="unused", sandbox_port=int(live_server.rsplit(":", 1)[1]), logdir=tmp_path
     )
-    httpx.put(f"{live_server}/faults", json=NON_DEFAULTS).raise_for_status()
+    # Every knob off its default but `down`, under which no request reaches the platform.
+    httpx.put(f"{live_server}/faults", json=NON_DEFAULTS | {"down": False}).raise_for_status()
     for key in ("a", "b", "c", "d"):
         httpx.post(f"{live_server}/v1/posts", json=_body(), headers={"Idempotency-Key": key})
     assert stack.ledger()["requests"] == 4

@@ -900,6 +900,7 @@ PROBES: dict[str, tuple[dict[str, Any], Any, Probe]] = {
     "access_token_lifetime_s": ({}, 3600.0, lambda env, tt: tt.account["expiresIn"]),
     "refresh_token_lifetime_s": ({}, 7200.0, lambda env, tt: tt.account["refreshExpiresIn"]),
     "rotate_refresh_tokens": ({}, False, _refreshes),
+    "down": ({}, True, lambda env, tt: _info(tt)),
     "seed": ({"rate_limited": 0.5}, 7, _replays),
 }
 
