@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
@@ -22,6 +24,8 @@ from shared.kit.errors import ForbiddenScope, RateLimited, Unauthenticated
 from shared.kit.settings import get_settings
 from shared.tenancy.keys import authenticate, has_scope
 from shared.tenancy.tiers import EndpointClass, Limits, limits_of
+
+log = logging.getLogger("publisher.api")
 
 RATE_LIMIT_HEADERS = "rate_limit_headers"
 
@@ -158,8 +162,14 @@ def read_session() -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        try:
+            session.close()
+        except DBAPIError:
+            # The connection died after the read (the server restarted, the backend was
+            # terminated): nothing is left to undo, and the answer may already be on its
+            # way, which an exception here would cut off. The pool drops the connection.
+            log.warning("read session's connection lost at its end")
+            session.invalidate()
 
 
 ReadSession = Annotated[Session, Depends(read_session)]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from api.deps import read_session
 from harness.stack import wait_until
 from shared.kit import db
 from shared.kit.db import engine, init_engine, transaction
@@ -82,3 +83,17 @@ def test_a_live_connection_is_reused_without_a_ping(
     monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
     _backend_pid()
     assert pings == [1]
+
+
+def test_a_read_session_whose_connection_died_ends_quietly(
+    database: str, one_connection: None
+) -> None:
+    """The API's read session ends after its answer has started: a connection lost by then (a
+    restart, a terminated backend) is dropped, not raised into a response already sent."""
+    ending = read_session()
+    session = next(ending)
+    pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    _terminate(database, pid)
+    with pytest.raises(StopIteration):
+        next(ending)
+    assert _backend_pid() != pid
