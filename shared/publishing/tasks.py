@@ -148,11 +148,15 @@ def client() -> Celery:
 MIN_DELAY: Final = timedelta(seconds=1)
 
 
-def _eta(eta: datetime) -> datetime:
-    if not is_rabbitmq(client().conf.broker_url):
+def broker_eta(eta: datetime, broker_url: str, now: datetime) -> datetime:
+    """The ETA a message is sent with: on RabbitMQ, one still ahead is at least a second away."""
+    if not is_rabbitmq(broker_url) or eta <= now:
         return eta
-    now = utcnow()
-    return max(eta, now + MIN_DELAY) if eta > now else eta
+    return max(eta, now + MIN_DELAY)
+
+
+def _eta(eta: datetime) -> datetime:
+    return broker_eta(eta, client().conf.broker_url, utcnow())
 
 
 def _send(name: str, job: Dispatch | Reconcile | Poll) -> None:
