@@ -506,6 +506,8 @@ def _cmd_healthcheck_api(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """Migrate, then start every role as a child process and print where each listens."""
+    from kombu.utils.url import maybe_sanitize_url
+
     from shared.kit.settings import get_settings
 
     settings = get_settings()
@@ -575,6 +577,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     instagram = settings.instagram_api_url.rstrip("/")
     tiktok = settings.tiktok_api_url.rstrip("/")
+    broker = maybe_sanitize_url(settings.broker_url)
     print(
         "\npublisher is up:\n"
         f"  api       http://{args.host}:{args.port}  (OpenAPI: /openapi.json, docs: /docs; "
@@ -583,7 +586,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  sandbox   {settings.sandbox_url}  (ledger: {settings.sandbox_url}/ledger)\n"
         f"  instagram {instagram}  (the Instagram emulator; ledger: {instagram}/ledger)\n"
         f"  tiktok    {tiktok}  (the TikTok emulator; ledger: {tiktok}/ledger)\n"
-        f"  worker    concurrency {args.concurrency}, broker {settings.redis_url}, "
+        f"  worker    concurrency {args.concurrency}, broker {broker}, "
         f"metrics http://{args.host}:{args.worker_metrics_port}/metrics\n"
         f"  webhooks  a worker of its own for webhook deliveries, concurrency {args.concurrency}\n"
         "  control   a worker of its own for the dispatcher, reaper and approval ticks\n"

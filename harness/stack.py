@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis
+
+if TYPE_CHECKING:
+    from harness.rabbitmq import PrivateRabbitMQ
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,6 +124,10 @@ class Stack:
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-it-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: PrivateRedis | None = None
+    # Celery's broker: "redis" (the private redis-server) or "rabbitmq", a private node
+    # (harness/rabbitmq.py); Redis still holds the rate limits either way.
+    celery_broker: str = "redis"
+    rabbitmq: PrivateRabbitMQ | None = None
     metrics_ports: dict[str, int] = field(default_factory=dict)
     flower_url: str | None = None
     # stop() removes the logdir unless this is set (a run whose logs someone will read).
@@ -247,6 +254,10 @@ class Stack:
         self.arm()
         self.redis = PrivateRedis(self.logdir)
         self.redis.start()
+        if self.celery_broker == "rabbitmq":
+            from harness.rabbitmq import attach
+
+            self.rabbitmq = attach(self)
         self.spawn("sandbox", "sandbox", "--port", str(self.sandbox_port))
         self.spawn(
             "instagram",
@@ -315,6 +326,8 @@ class Stack:
         self._stop_procs()
         if self.redis is not None:
             self.redis.kill()
+        if self.rabbitmq is not None:
+            self.rabbitmq.kill()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         if not self.keep_logs:
             shutil.rmtree(self.logdir, ignore_errors=True)

@@ -92,6 +92,32 @@ def other_tenant() -> TenantFixture:
     return make_tenant("Rival")
 
 
+# The fault tiers' stacks: short leases and graces so that fault tests see recovery within
+# seconds.
+STACK_ENV = {
+    "LEASE_S": "5",
+    "REDISPATCH_GRACE_S": "3",
+    "REAP_INTERVAL_S": "1",
+    "PLATFORM_TIMEOUT_S": "5",
+    "PLATFORM_BACKOFF_BASE_S": "0.05",
+    "PLATFORM_BACKOFF_CAP_S": "0.5",
+    # A post the platform was down for tries again within 2 s of its wait.
+    "PLATFORM_OUTAGE_RETRY_CAP_S": "2",
+    # Load tests fire hundreds of requests a second with one key.
+    "RATE_LIMIT_MULTIPLIER": "1000000",
+    "METRICS_POST_STATE_TTL_S": "0",
+    # Posts TikTok completes on its own are asked about every 0.5-2 s, not minutes.
+    "POLL_FIRST_S": "0.5",
+    "POLL_CAP_S": "2",
+    # Webhook retries within seconds: 0 s, then 0.5, 1 and 2 s after each failure.
+    "WEBHOOK_RETRY_SCHEDULE_S": "0,0.5,1,2",
+    "WEBHOOK_TIMEOUT_S": "3",
+    # A receiver failing every event's first tries fails dozens in a row at a wave:
+    # pausing it is the in-process tier's subject (tests/test_webhooks.py).
+    "WEBHOOK_PAUSE_AFTER": "100000",
+}
+
+
 @pytest.fixture(scope="session")
 def stack(database: str) -> Iterator[Stack]:
     """A private redis-server, sandbox, emulators, API, two Celery workers, the webhook
@@ -99,29 +125,7 @@ def stack(database: str) -> Iterator[Stack]:
     s = Stack(
         database_url=database,
         workers=2,
-        # Short leases and graces so that fault tests see recovery within seconds.
-        env_overrides={
-            "LEASE_S": "5",
-            "REDISPATCH_GRACE_S": "3",
-            "REAP_INTERVAL_S": "1",
-            "PLATFORM_TIMEOUT_S": "5",
-            "PLATFORM_BACKOFF_BASE_S": "0.05",
-            "PLATFORM_BACKOFF_CAP_S": "0.5",
-            # A post the platform was down for tries again within 2 s of its wait.
-            "PLATFORM_OUTAGE_RETRY_CAP_S": "2",
-            # Load tests fire hundreds of requests a second with one key.
-            "RATE_LIMIT_MULTIPLIER": "1000000",
-            "METRICS_POST_STATE_TTL_S": "0",
-            # Posts TikTok completes on its own are asked about every 0.5-2 s, not minutes.
-            "POLL_FIRST_S": "0.5",
-            "POLL_CAP_S": "2",
-            # Webhook retries within seconds: 0 s, then 0.5, 1 and 2 s after each failure.
-            "WEBHOOK_RETRY_SCHEDULE_S": "0,0.5,1,2",
-            "WEBHOOK_TIMEOUT_S": "3",
-            # A receiver failing every event's first tries fails dozens in a row at a wave:
-            # pausing it is the in-process tier's subject (tests/test_webhooks.py).
-            "WEBHOOK_PAUSE_AFTER": "100000",
-        },
+        env_overrides=dict(STACK_ENV),
     )
     try:
         s.start()

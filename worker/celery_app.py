@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.signals import (
     setup_logging,
     task_postrun,
@@ -15,19 +16,16 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
 )
-from kombu import Exchange, Queue
 
 from shared.kit import logs
 from shared.kit.db import init_engine
 from shared.kit.settings import Settings, get_settings
 from shared.publishing.tasks import (
-    CONTROL_QUEUE,
-    PUBLISH_QUEUE,
     TASK_SOFT_TIME_LIMIT_S,
     TASK_TIME_LIMIT_S,
-    WEBHOOK_QUEUE,
     TaskName,
     celery_conf,
+    task_queues,
 )
 
 
@@ -48,10 +46,7 @@ def worker_conf(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": TASK_SOFT_TIME_LIMIT_S,
         # Flower: events from workers too.
         "worker_send_task_events": True,
-        "task_queues": [
-            Queue(name, Exchange(name, type="direct"), routing_key=name)
-            for name in (PUBLISH_QUEUE, CONTROL_QUEUE, WEBHOOK_QUEUE)
-        ],
+        "task_queues": task_queues(settings),
         # Any number of beats: only the holder of the ticks' lease sends them (worker/beat.py).
         "beat_scheduler": "worker.beat:LeaderScheduler",
         "beat_schedule": {
@@ -70,7 +65,20 @@ def worker_conf(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("publisher", include=["worker.tasks"])
+class _AMQP(AMQP):
+    """On RabbitMQ, a worker declares all three task queues each time its consumer
+    (re)connects, before Celery binds them to the delayed-delivery exchanges: Celery binds
+    every configured queue, not only the ones this worker consumes, and the binding of a
+    queue nobody has declared yet (a fresh or wiped node) fails."""
+
+    def TaskConsumer(self, channel: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(getattr(channel, "transport", None), "driver_type", None) == "amqp":
+            for queue in self.queues.values():
+                queue.bind(channel).declare()
+        return super().TaskConsumer(channel, *args, **kwargs)
+
+
+app = Celery("publisher", include=["worker.tasks"], amqp=_AMQP)
 # A promise: evaluated the first time the configuration is read, not when this is imported.
 app.add_defaults(lambda: worker_conf(get_settings()))
 

@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_FLOWER_PASSWORD = "publisher"  # noqa: S105 - a development default, refused elsewhere
 # A Fernet key anyone can read here: development only, refused in production.
 DEFAULT_CREDENTIAL_KEY = "TTfnRqMGTb2oNrHo3KDj-YqWqZqkxVrLO03KGnd03cE="
+# The Celery brokers publisher is built and tested for.
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
 
 
 class Settings(BaseSettings):
@@ -24,7 +26,11 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "postgresql+psycopg://root@127.0.0.1:5432/publisher"
+    # Rate limits, the API key cache, and Celery's broker unless BROKER_URL names another.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Celery's broker: empty means REDIS_URL; amqp://user:password@host:5672/vhost is
+    # RabbitMQ, with quorum queues and delayed delivery (shared/publishing/tasks.py).
+    broker_url: str = ""
     # The API's base URL as its callers reach it: the `servers` entry of its OpenAPI document.
     public_api_url: str = "http://127.0.0.1:8000"
     sandbox_url: str = "http://127.0.0.1:8900"
@@ -148,6 +154,16 @@ class Settings(BaseSettings):
                 ) from None
         return ",".join(keys)
 
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if value and scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                "BROKER_URL: a Redis (redis://, rediss://) or RabbitMQ (amqp://, amqps://) URL"
+            )
+        return value
+
     @field_validator("webhook_retry_schedule_s")
     @classmethod
     def _valid_schedule(cls, value: str) -> str:
@@ -173,6 +189,12 @@ class Settings(BaseSettings):
     def credential_key_list(self) -> list[str]:
         """CREDENTIAL_KEYS, the encrypting key first."""
         return self.credential_keys.split(",")
+
+    @model_validator(mode="after")
+    def _broker_defaults_to_redis(self) -> Settings:
+        if not self.broker_url:
+            self.broker_url = self.redis_url
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

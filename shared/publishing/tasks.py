@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from celery import Celery
+from kombu import Exchange, Queue
 
+from shared.kit.clock import utcnow
 from shared.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -41,10 +44,56 @@ TASK_TIME_LIMIT_S: Final = 300
 TASK_SOFT_TIME_LIMIT_S: Final = 240
 
 
+def is_rabbitmq(broker_url: str) -> bool:
+    """True for an AMQP broker URL (RabbitMQ); anything else is Redis."""
+    return broker_url.partition("://")[0] in ("amqp", "amqps")
+
+
+def task_queues(settings: Settings) -> list[Queue]:
+    """The three queues as workers consume them and, on RabbitMQ, as senders route to them."""
+    if not is_rabbitmq(settings.broker_url):
+        return [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (PUBLISH_QUEUE, CONTROL_QUEUE, WEBHOOK_QUEUE)
+        ]
+    # Quorum queues: replicated, durable, their messages kept across a broker restart. Topic
+    # exchanges, because Celery's delayed delivery re-routes a due message to its queue's
+    # exchange through a topic binding, which a direct exchange cannot take.
+    return [
+        Queue(
+            name,
+            Exchange(name, type="topic", durable=True),
+            routing_key=name,
+            durable=True,
+            queue_arguments={"x-queue-type": "quorum"},
+        )
+        for name in (PUBLISH_QUEUE, CONTROL_QUEUE, WEBHOOK_QUEUE)
+    ]
+
+
+def _rabbitmq_conf(settings: Settings) -> dict[str, Any]:
+    return {
+        # Senders need the queue declarations too: seeing quorum queues is what makes
+        # `send_task` route an ETA message through the delayed-delivery exchanges.
+        "task_queues": task_queues(settings),
+        # A quorum queue holds an ETA message for nobody: a worker that took it early would
+        # hold a prefetch slot until its time, and quorum queues cannot raise a consumer's
+        # prefetch (no global QoS). Celery's native delayed delivery parks each message in
+        # RabbitMQ (TTL queues of 2^n seconds, dead-lettered level to level, quorum too)
+        # until it is due; the worker declares that topology when it starts.
+        "broker_native_delayed_delivery_queue_type": "quorum",
+        "worker_detect_quorum_queues": True,
+        # A send returns once RabbitMQ has the message (publisher confirms), so a send made
+        # before a broker restart is either kept or raises and is logged (the dispatcher
+        # re-dispatches it).
+        "broker_transport_options": {"confirm_publish": True},
+    }
+
+
 def celery_conf(settings: Settings) -> dict[str, Any]:
     """What senders and workers must agree on: the broker, the wire format, the queues."""
-    return {
-        "broker_url": settings.redis_url,
+    conf: dict[str, Any] = {
+        "broker_url": settings.broker_url,
         "enable_utc": True,
         "timezone": "UTC",
         "task_serializer": "json",
@@ -73,6 +122,11 @@ def celery_conf(settings: Settings) -> dict[str, Any]:
             TaskName.DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE},
         },
     }
+    if is_rabbitmq(settings.broker_url):
+        # RabbitMQ has no visibility timeout: an unacked message waits for its consumer's
+        # channel to close (or RabbitMQ's consumer_timeout, README "Brokers").
+        conf.update(_rabbitmq_conf(settings))
+    return conf
 
 
 _client: Celery | None = None
@@ -88,9 +142,30 @@ def client() -> Celery:
     return _client
 
 
+# RabbitMQ's delayed delivery counts whole seconds, the fraction cut off (the worker holds
+# the message for what is left), and Celery refuses a delay of less than one: a message due
+# within the second is sent due in one second.
+MIN_DELAY: Final = timedelta(seconds=1)
+
+
+def broker_eta(eta: datetime, broker_url: str, now: datetime) -> datetime:
+    """The ETA a message is sent with: on RabbitMQ, one still ahead is at least a second away."""
+    if not is_rabbitmq(broker_url) or eta <= now:
+        return eta
+    return max(eta, now + MIN_DELAY)
+
+
+def _eta(eta: datetime) -> datetime:
+    return broker_eta(eta, client().conf.broker_url, utcnow())
+
+
 def _send(name: str, job: Dispatch | Reconcile | Poll) -> None:
     client().send_task(
-        name, args=[job.post_id, job.token], task_id=job.task_id, eta=job.eta, queue=PUBLISH_QUEUE
+        name,
+        args=[job.post_id, job.token],
+        task_id=job.task_id,
+        eta=_eta(job.eta),
+        queue=PUBLISH_QUEUE,
     )
 
 
@@ -100,7 +175,7 @@ def send_delivery(job: DeliveryJob) -> None:
         TaskName.DELIVER_WEBHOOK,
         args=[job.delivery_id, job.token],
         task_id=job.task_id,
-        eta=job.eta,
+        eta=_eta(job.eta),
         queue=WEBHOOK_QUEUE,
     )
 
