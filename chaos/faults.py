@@ -17,7 +17,14 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from chaos.history import Fault, History
-from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, PROCESS_FAULTS, faults_of
+from chaos.options import (
+    OPT_IN_FAULTS,
+    PLATFORM_FAULTS_OF,
+    PLATFORMS_OF,
+    PROCESS_FAULTS,
+    all_faults_of,
+)
+from harness.pgcluster import PrivatePostgres, StopMode
 from harness.stack import Stack, children_of
 from sandbox import faults as sandbox_faults
 from sandbox import instagram_faults, tiktok_faults
@@ -145,11 +152,12 @@ class Injector:
         database_url: str | None = None,
         adapter: str = "sandbox",
         outage_s: float = SPELL_S,
+        cluster: PrivatePostgres | None = None,
     ) -> None:
-        unknown = set(kinds) - set(faults_of(adapter))
+        unknown = set(kinds) - set(all_faults_of(adapter))
         if unknown:
             raise ValueError(f"unknown faults for {adapter}: {', '.join(sorted(unknown))}")
-        if stack is None and set(kinds) & set(PROCESS_FAULTS):
+        if stack is None and set(kinds) & set(PROCESS_FAULTS + OPT_IN_FAULTS):
             raise ValueError("process faults need the local stack (not available with --target)")
         self.kinds = kinds
         self.every_s = every_s
@@ -162,13 +170,21 @@ class Injector:
         self.adapter = adapter
         self.spell_s = {"platform_down": outage_s}
         self.stack = stack
-        self.db = create_engine(database_url, pool_size=1) if database_url else None
+        # Pre-ping: the server may have restarted (pg_restart) since this last connected.
+        self.db = (
+            create_engine(database_url, pool_size=1, pool_pre_ping=True) if database_url else None
+        )
+        if "pg_restart" in kinds and cluster is None:
+            raise ValueError("pg_restart needs the stack on a private PostgreSQL cluster")
+        self.cluster = cluster
+        self._restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.actions: dict[str, Callable[[], str]] = {
             "worker_kill": self._worker_kill,
             "redis_restart": self._redis_restart,
             "pg_terminate": self._pg_terminate,
+            "pg_restart": self._pg_restart,
             **{kind: partial(self._spell, kind) for kind in PLATFORM_FAULTS_OF[adapter]},
         }
 
@@ -256,6 +272,16 @@ class Injector:
         assert self.stack is not None and self.stack.redis is not None
         self.stack.redis.restart_empty()
         return "emptied"
+
+    def _pg_restart(self) -> str:
+        """The whole PostgreSQL server down for a few seconds: a fast shutdown and a crash
+        (immediate, then recovery) in turn."""
+        assert self.cluster is not None
+        mode: StopMode = "immediate" if self._restarts % 2 else "fast"
+        self._restarts += 1
+        down_s = self.rng.uniform(2.0, 5.0)
+        self.cluster.restart(mode, down_s=down_s)
+        return f"{mode} shutdown, down {down_s:.1f}s"
 
     def _pg_terminate(self) -> str:
         assert self.db is not None

@@ -15,6 +15,10 @@ PLATFORMS_OF: Final[dict[str, tuple[str, ...]]] = {
     "emulator": ("instagram", "tiktok"),
 }
 PROCESS_FAULTS: Final = ("worker_kill", "redis_restart", "pg_terminate")
+# Faults a run injects only when asked (`--faults`, or `all`): `pg_restart` runs the stack on a
+# private PostgreSQL cluster (harness/pgcluster.py) and restarts it, fast or as a crash, for a
+# few seconds each time.
+OPT_IN_FAULTS: Final = ("pg_restart",)
 # The platform faults each adapter takes; chaos/faults.py maps each to its platforms' knobs.
 PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
     "sandbox": ("latency", "http_429", "http_503", "lost_response", "platform_down"),
@@ -31,8 +35,13 @@ PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
 
 
 def faults_of(adapter: str) -> tuple[str, ...]:
-    """Every fault kind a run on this adapter can inject: the default of --faults."""
+    """The fault kinds a run on this adapter injects by default (--faults unset)."""
     return PROCESS_FAULTS + PLATFORM_FAULTS_OF[adapter]
+
+
+def all_faults_of(adapter: str) -> tuple[str, ...]:
+    """Every fault kind a run on this adapter can inject (--faults all)."""
+    return faults_of(adapter) + OPT_IN_FAULTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,9 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults",
         default=None,
-        help=f"comma-separated among {', '.join(faults_of('emulator'))} (container_error, "
-        "slow_completion: emulator only); 'none' for none; default: every kind the adapter "
-        "takes",
+        help=f"comma-separated among {', '.join(all_faults_of('emulator'))} (container_error, "
+        "slow_completion: emulator only; pg_restart: only when named, on a private "
+        "PostgreSQL cluster); 'none' for none; 'all' for every kind; default: every kind the "
+        "adapter takes but pg_restart",
     )
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
     parser.add_argument(

@@ -21,8 +21,9 @@ from chaos import checker
 from chaos.faults import RUN_KNOBS, Injector, completion_allowance_s
 from chaos.history import FinalPost, History, LedgerEntry, WebhookReceipt
 from chaos.load import Client, Load, Plan, parse
-from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, faults_of
+from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, all_faults_of, faults_of
 from chaos.receiver import Receiver, serving
+from harness.pgcluster import PrivatePostgres
 from harness.stack import Stack, wait_until
 from shared.events import EventType
 from shared.kit.db import drop_database
@@ -335,6 +336,8 @@ def _kinds(args: argparse.Namespace) -> list[str]:
     """The fault kinds asked for: by default every kind the adapter takes."""
     if args.faults is None:
         return list(faults_of(args.adapter))
+    if args.faults.strip() == "all":
+        return list(all_faults_of(args.adapter))
     if args.faults.strip() == "none":
         return []
     return [k.strip() for k in args.faults.split(",") if k.strip()]
@@ -342,7 +345,7 @@ def _kinds(args: argparse.Namespace) -> list[str]:
 
 def _misuse(args: argparse.Namespace, kinds: list[str]) -> str | None:
     """Why these options cannot make a run (checked before anything starts), or None."""
-    valid = faults_of(args.adapter)
+    valid = all_faults_of(args.adapter)
     unknown = [k for k in kinds if k not in valid]
     if unknown:
         return (
@@ -379,9 +382,15 @@ def run(args: argparse.Namespace) -> int:
     database_url: str | None = args.database_url
     exits = contextlib.ExitStack()
     receivers: dict[str, Receiver] = {}
+    cluster: PrivatePostgres | None = None
     try:
         if local:
             database_url = database_url or _default_db()
+            if "pg_restart" in kinds:
+                # The run's own server, to restart: its database named as --database-url's.
+                name = make_url(database_url).database or "publisher_chaos"
+                cluster = exits.enter_context(PrivatePostgres(name))
+                database_url = cluster.url
             _reset_database(database_url)
             stack = Stack(
                 database_url=database_url,
@@ -430,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
             database_url if local else None,
             adapter=args.adapter,
             outage_s=args.outage,
+            cluster=cluster,
         )
         load = Load(
             client,
@@ -471,11 +481,12 @@ def run(args: argparse.Namespace) -> int:
                 print(checker.explain(history, pid))
         return 1 if bad else 0
     finally:
-        exits.close()
         if stack is not None:
             stack.stop()
-            if not args.keep and database_url:
+            # A private cluster goes whole, with exits; --keep keeps only a shared server's.
+            if not args.keep and database_url and cluster is None:
                 drop_database(database_url)
+        exits.close()
 
 
 def _register_endpoint(client: Client, url: str) -> str:
