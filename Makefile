@@ -48,10 +48,12 @@ tsclient: tools
 
 test: lint typecheck pytest
 
-# The long chaos profile: tens of thousands of posts, every fault, several minutes.
+# The long chaos profile: tens of thousands of posts, every fault (PostgreSQL restarts and a
+# platform down for three minutes included), several minutes.
 chaos: install services
 	$(BIN)/publisher chaos --posts 20000 --duration 600 --workers 4 --concurrency 6 \
-		--clients 32 --fault-every 8 --settle-timeout 300 --report docs/chaos-report.json
+		--clients 32 --fault-every 8 --settle-timeout 600 --faults all --outage 180 \
+		--report docs/chaos-report.json
 
 # The same on Instagram accounts of the stack's Instagram emulator (container errors too).
 # Fewer posts: each holds a worker slot ~0.85 s while its container processes, so 24 slots

@@ -321,6 +321,9 @@ class ScheduledPost(Base):
     # Fencing token: bumped by every reschedule, cancel and re-dispatch. A task carries the
     # token it was sent with and does nothing once the row's token has moved on.
     dispatch_version: Mapped[int] = mapped_column(Integer, default=1)
+    # How often the dispatcher gave up on its task as lost and sent another: each time it
+    # waits twice as long before it does so again (shared/publishing/posts.py dispatch_due).
+    redispatches: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     task_id: Mapped[str | None] = mapped_column(String(64))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     owner: Mapped[str | None] = mapped_column(String(200))
@@ -437,6 +440,8 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(16), server_default=DeliveryStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     token: Mapped[int] = mapped_column(Integer, server_default="1")
+    # How often the dispatcher re-armed it as lost; each time it waits twice as long first.
+    rearms: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     task_id: Mapped[str | None] = mapped_column(String(64))
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_status_code: Mapped[int | None] = mapped_column(Integer)

@@ -55,8 +55,7 @@ def _short_profile(tmp_path: Path, *flags: str) -> tuple[dict[str, Any], str]:
     print(summary)  # with -s: the run's summary and invariant lines
     assert run.returncode == 0, summary + run.stderr[-3000:]
     rep: dict[str, Any] = json.loads(report.read_text())
-    named = "all" if "all" in flags else None
-    every = all_faults_of if named else faults_of
+    every = all_faults_of if "all" in flags else faults_of
     assert set(rep["faults"]) == set(every(rep["adapter"])), rep["faults"]
     assert rep["faultsFailedToInject"] == 0
     assert [i["number"] for i in rep["invariants"]] == [1, 2, 3, 4, 5, 6, 7, 8]

@@ -6,7 +6,7 @@ signature with its own code. The integration tier does the same with real worker
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -436,3 +436,36 @@ def test_a_ping_reaches_one_endpoint_signed(client: TestClient, tenant: TenantFi
     )
     r = client.post(f"/v1/webhook-endpoints/{endpoint_id}/ping", headers=tenant.headers)
     assert envelope_error(r, 409, "CONFLICT")["details"]["status"] == "disabled"
+
+
+def test_each_re_arm_of_one_delivery_waits_twice_as_long(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    """A delivery re-armed as lost is re-armed again only after twice the grace, then four
+    times, at most eight: a backlog slower than the grace still drains (shared/kit/redispatch.py).
+    All in one transaction, rolled back, whose row lock keeps any running dispatcher off it."""
+    _register(client, tenant, "https://hooks.example.com/in", ["post.scheduled"])
+    due_post(tenant, "backlog", platform="tiktok")
+    grace = timedelta(seconds=60)
+    with new_session() as session:
+        [delivery] = session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.organization_id == tenant.organization_id)
+            .with_for_update()
+        ).all()
+        t = utcnow()
+        delivery.next_attempt_at = t - grace - timedelta(seconds=1)
+        session.flush()
+
+        def rearmed(at: datetime) -> bool:
+            jobs = deliveries.rearm_lost(session, now=at, grace=grace, limit=100_000)
+            session.flush()
+            return delivery.id in {j.delivery_id for j in jobs}
+
+        assert rearmed(t)  # the first time: one grace overdue
+        for times in (2, 4, 8, 8):
+            armed_at = delivery.next_attempt_at
+            assert armed_at is not None
+            assert not rearmed(armed_at + grace * times - timedelta(seconds=1))
+            assert rearmed(armed_at + grace * times + timedelta(seconds=1))
+        session.rollback()

@@ -28,6 +28,7 @@ from shared.kit import ids
 from shared.kit.clock import ceil_second, iso
 from shared.kit.db import driver_connection
 from shared.kit.errors import Conflict, NotFound, Validation
+from shared.kit.redispatch import lost_backoff
 from shared.models import (
     INSTAGRAM_ADAPTER,
     SANDBOX_ADAPTER,
@@ -391,9 +392,14 @@ def dispatch_due(
 
     A post whose task should have run by now but never claimed it (the message was lost with
     Redis) gets a new token and a new task; the lost one, should it surface, does nothing.
-    A post waiting out a platform outage is due at its `retry_at`, not before.
+    A post waiting out a platform outage is due at its `retry_at`, not before. Each time a
+    post's task is given up as lost the next give-up waits twice as long (up to eight times
+    the grace): a backlog slower to drain than the grace would
+    otherwise have every task re-sent, and made stale, before it is reached, for ever
+    (shared/kit/redispatch.py).
     """
     due_at = func.greatest(ScheduledPost.scheduled_for, ScheduledPost.retry_at)
+    lost_after = lost_backoff(grace, ScheduledPost.redispatches)
     rows = session.scalars(
         select(ScheduledPost)
         .where(
@@ -402,7 +408,7 @@ def dispatch_due(
             or_(ScheduledPost.retry_at.is_(None), ScheduledPost.retry_at <= now + horizon),
             or_(
                 ScheduledPost.task_id.is_(None),
-                and_(due_at < now - grace, ScheduledPost.dispatched_at < now - grace),
+                and_(due_at < now - grace, ScheduledPost.dispatched_at < now - lost_after),
             ),
         )
         .order_by(ScheduledPost.scheduled_for)
@@ -413,6 +419,7 @@ def dispatch_due(
     for post in rows:
         if post.task_id is not None:
             post.dispatch_version += 1
+            post.redispatches += 1
         post.task_id = str(uuid.uuid4())
         post.dispatched_at = now
         post.updated_at = now

@@ -37,6 +37,7 @@ from shared.kit import ids, metrics
 from shared.kit.clock import iso, utcnow
 from shared.kit.db import Tx, after_commit, run_in_transaction
 from shared.kit.errors import Conflict, NotFound
+from shared.kit.redispatch import lost_backoff
 from shared.kit.settings import Settings, get_settings
 from shared.models import (
     DeliveryStatus,
@@ -293,19 +294,22 @@ def rearm_lost(
     session: Session, *, now: datetime, grace: timedelta, limit: int
 ) -> list[DeliveryJob]:
     """Pending deliveries of enabled endpoints whose attempt is `grace` overdue (its message
-    was lost, or its worker died mid-attempt): a new token and a task due now."""
+    was lost, or its worker died mid-attempt): a new token and a task due now. As with a
+    post's lost task, each re-arm of one delivery waits twice as long as the last."""
     rows = session.scalars(
         select(WebhookDelivery)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .where(
             WebhookDelivery.status == DeliveryStatus.PENDING,
-            WebhookDelivery.next_attempt_at < now - grace,
+            WebhookDelivery.next_attempt_at < now - lost_backoff(grace, WebhookDelivery.rearms),
             WebhookEndpoint.status == EndpointStatus.ENABLED,
         )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
         .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).all()
+    for delivery in rows:
+        delivery.rearms += 1
     return [_arm(d, now, now) for d in rows]
 
 
