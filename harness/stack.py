@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis
+
+if TYPE_CHECKING:
+    from harness.pgbouncer import PrivatePgBouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +108,12 @@ class PrivateRedis:
         self.start()
 
 
+def _default_pooler() -> PrivatePgBouncer | None:
+    from harness.pgbouncer import default_pooler  # it builds on this module
+
+    return default_pooler()
+
+
 @dataclass
 class Stack:
     database_url: str
@@ -125,6 +134,8 @@ class Stack:
     flower_url: str | None = None
     # stop() removes the logdir unless this is set (a run whose logs someone will read).
     keep_logs: bool = False
+    # Every role's DATABASE_URL goes through it (harness/pgbouncer.py); None: straight.
+    pooler: PrivatePgBouncer | None = field(default_factory=_default_pooler)
 
     @property
     def redis_url(self) -> str:
@@ -194,6 +205,8 @@ class Stack:
             PYTHONUNBUFFERED="1",
             TMPDIR=str(self.tmpdir),
         )
+        if self.pooler is not None:
+            env.update(self.pooler.env_for(self.database_url))
         env.update(self.env_overrides)
         return env
 
@@ -245,6 +258,8 @@ class Stack:
     def start(self) -> Stack:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.arm()
+        if self.pooler is not None:
+            self.pooler.start()
         self.redis = PrivateRedis(self.logdir)
         self.redis.start()
         self.spawn("sandbox", "sandbox", "--port", str(self.sandbox_port))
@@ -314,6 +329,8 @@ class Stack:
         self._stop_procs()
         if self.redis is not None:
             self.redis.kill()
+        if self.pooler is not None:
+            self.pooler.stop()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         if not self.keep_logs:
             shutil.rmtree(self.logdir, ignore_errors=True)
@@ -334,6 +351,8 @@ class Stack:
         for path in sorted(self.logdir.glob("*.log")):
             lines = path.read_text(errors="replace").splitlines()[-tail:]
             out.append(f"--- {path.name}\n" + "\n".join(lines))
+        if self.pooler is not None:
+            out.append("--- pgbouncer.log\n" + self.pooler.logs(tail))
         return "\n".join(out)
 
     def ledger(self) -> dict[str, Any]:
