@@ -107,8 +107,8 @@ default_pool_size = {self.pool_size}
 reserve_pool_size = 5
 server_login_retry = 1
 query_wait_timeout = 60
-logfile = {self.log}
-pidfile = {self.dir / "pgbouncer.pid"}
+log_connections = 0
+log_disconnections = 0
 """
 
     def start(self) -> PrivatePgBouncer:
@@ -116,24 +116,22 @@ pidfile = {self.dir / "pgbouncer.pid"}
         reason = missing()
         if exe is None or reason is not None:
             raise RuntimeError(reason)
-        self.dir = Path(tempfile.mkdtemp(prefix="publisher-pgbouncer-"))
+        root = os.geteuid() == 0
+        # As root, pgbouncer drops to postgres (it will not run as root), which must still
+        # read its config and auth file: a folder under /tmp, where anyone may pass, not
+        # under a private TMPDIR. Its log is its stderr, a file this process opens.
+        shared_tmp = "/tmp" if root else None  # noqa: S108 - see above
+        self.dir = Path(tempfile.mkdtemp(prefix="publisher-pgbouncer-", dir=shared_tmp))
+        self.dir.chmod(0o755)
         user = pwd.getpwuid(os.getuid()).pw_name
         # Trust auth still wants the user listed; the server's trust auth does the rest.
         (self.dir / "userlist.txt").write_text(f'"{user}" ""\n')
         (self.dir / "pgbouncer.ini").write_text(self._config(user))
-        command = [exe, str(self.dir / "pgbouncer.ini")]
-        if os.geteuid() == 0:
-            # pgbouncer will not run as root: it drops to postgres, which must own its files.
-            owner = pwd.getpwnam("postgres")
-            for path in (self.dir, *self.dir.iterdir()):
-                os.chown(path, owner.pw_uid, owner.pw_gid)
-            command[1:1] = ["-u", "postgres"]
-        self.proc = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        command = [exe, *(["-u", "postgres"] if root else []), str(self.dir / "pgbouncer.ini")]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
