@@ -145,7 +145,11 @@ log_disconnections = 0
                 return False  # not listening yet
             return True
 
-        wait_until(up, 15, what="pgbouncer")
+        try:
+            wait_until(up, 15, what="pgbouncer")
+        except BaseException:
+            self.stop()  # nothing left listening, nothing left on disk
+            raise
         return self
 
     def admin(self) -> psycopg.Connection[Any]:
