@@ -85,6 +85,14 @@ SPELLS: Final[dict[str, dict[str, Knobs]]] = {
         "instagram": {"video_processing_s": 3.0},
         "tiktok": {"processing_s": 15.0, "moderation_s": 3.0},
     },
+    # Every platform at once answers 503 to every call, for `--outage` seconds rather than a
+    # spell: longer than the platform retry budget, so the posts due meanwhile wait for the
+    # platform (PLATFORM_OUTAGE_*) and must go out once each when it is back.
+    "platform_down": {
+        "sandbox": {"down": True},
+        "instagram": {"down": True},
+        "tiktok": {"down": True},
+    },
 }
 _DEFAULTS: Final[dict[str, Mapping[str, float | int | str | None]]] = {
     "sandbox": sandbox_faults.DEFAULTS,
@@ -136,6 +144,7 @@ class Injector:
         stack: Stack | None = None,
         database_url: str | None = None,
         adapter: str = "sandbox",
+        outage_s: float = SPELL_S,
     ) -> None:
         unknown = set(kinds) - set(faults_of(adapter))
         if unknown:
@@ -151,6 +160,7 @@ class Injector:
             raise ValueError(f"{adapter} posts to {', '.join(PLATFORMS_OF[adapter])}")
         self.platform_urls = {p: url.rstrip("/") for p, url in platform_urls.items()}
         self.adapter = adapter
+        self.spell_s = {"platform_down": outage_s}
         self.stack = stack
         self.db = create_engine(database_url, pool_size=1) if database_url else None
         self._stop = threading.Event()
@@ -192,7 +202,7 @@ class Injector:
         for platform, faults in on.items():
             url = self.platform_urls[platform]
             httpx.put(f"{url}/faults", json=dict(faults)).raise_for_status()
-        self._stop.wait(SPELL_S)
+        self._stop.wait(self.spell_s.get(kind, SPELL_S))
         self._faults_off()
         return "; ".join(
             f"{p}: " + ",".join(f"{k}={v}" for k, v in faults.items()) for p, faults in on.items()

@@ -17,7 +17,7 @@ PLATFORMS_OF: Final[dict[str, tuple[str, ...]]] = {
 PROCESS_FAULTS: Final = ("worker_kill", "redis_restart", "pg_terminate")
 # The platform faults each adapter takes; chaos/faults.py maps each to its platforms' knobs.
 PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
-    "sandbox": ("latency", "http_429", "http_503", "lost_response"),
+    "sandbox": ("latency", "http_429", "http_503", "lost_response", "platform_down"),
     "emulator": (
         "latency",
         "http_429",
@@ -25,6 +25,7 @@ PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
         "lost_response",
         "container_error",
         "slow_completion",
+        "platform_down",
     ),
 }
 
@@ -59,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "takes",
     )
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=30.0,
+        help="seconds each platform_down fault keeps the platform down (longer than the "
+        "platform retry budget: the posts due meanwhile wait for it, then go out)",
+    )
     parser.add_argument("--settle-timeout", type=float, default=180.0)
     parser.add_argument(
         "--bound",

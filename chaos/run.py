@@ -52,6 +52,9 @@ CHAOS_ENV = {
     # Posts TikTok completes on its own are polled after half a second, doubling to 2 s.
     "POLL_FIRST_S": "0.5",
     "POLL_CAP_S": "2",
+    # A post the platform is down for tries again within 10 s, so posts go out soon after an
+    # outage ends, and invariant 5's bound stays the outage plus that.
+    "PLATFORM_OUTAGE_RETRY_CAP_S": "10",
     # Webhook retries within seconds, and no pause: a receiver failing at a wave fails dozens
     # of attempts in a row, and the run checks every delivery arrives. Enough attempts that
     # the flaky receiver (a fifth of retries refused) never makes one abandoned: with six,
@@ -427,6 +430,7 @@ def run(args: argparse.Namespace) -> int:
             stack,
             database_url if local else None,
             adapter=args.adapter,
+            outage_s=args.outage,
         )
         load = Load(
             client,
@@ -524,8 +528,12 @@ def _bounds(args: argparse.Namespace) -> checker.Bounds:
     platform completes on its own that much more as the platform may take (its processing
     and moderation at their slowest in this run) and one poll interval."""
     later = completion_allowance_s() + float(CHAOS_ENV["POLL_CAP_S"])
+    # A post due while the platform is down waits for it: the outage, then at most one wait
+    # of the outage retry cap after it, and a margin for the retries around it.
+    down = "platform_down" in _kinds(args)
+    outage = args.outage + float(CHAOS_ENV["PLATFORM_OUTAGE_RETRY_CAP_S"]) + 30 if down else 0
     return checker.Bounds(
-        settle=timedelta(seconds=args.bound),
+        settle=timedelta(seconds=args.bound + outage),
         completion=timedelta(seconds=later if args.adapter == "emulator" else 0),
     )
 

@@ -28,6 +28,8 @@ LIMIT_FLAGS = (
 )
 # The webhook deliveries' own worker node: a slow receiver holds its slots, never a publish's.
 WEBHOOKS_NODE = "webhooks@%h"
+# The control ticks' own worker node: a burst of uploads never holds the slots a tick needs.
+CONTROL_NODE = "control@%h"
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -554,6 +556,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "--concurrency",
             str(args.concurrency),
         ],
+        "control": [
+            *me,
+            "worker",
+            "--name",
+            CONTROL_NODE,
+            "--queues",
+            "control",
+            "--concurrency",
+            "2",
+        ],
         "beat": [*me, "beat"],
         "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
     }
@@ -574,7 +586,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  worker    concurrency {args.concurrency}, broker {settings.redis_url}, "
         f"metrics http://{args.host}:{args.worker_metrics_port}/metrics\n"
         f"  webhooks  a worker of its own for webhook deliveries, concurrency {args.concurrency}\n"
-        f"  beat      dispatcher tick every {settings.dispatch_interval_s:g}s\n"
+        "  control   a worker of its own for the dispatcher, reaper and approval ticks\n"
+        f"  beat      dispatcher tick every {settings.dispatch_interval_s:g}s (any number of"
+        " beats may run: one at a time sends the ticks)\n"
         "Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -648,6 +662,7 @@ def _wait_until_answering(
         "api": lambda: answers(f"{base}:{args.port}/readyz"),
         "worker": lambda: _worker_answers(app, node, 1.0),
         "webhooks": lambda: _worker_answers(app, host_format(WEBHOOKS_NODE), 1.0),
+        "control": lambda: _worker_answers(app, host_format(CONTROL_NODE), 1.0),
         "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
         # Beat serves nothing; it answers by writing its schedule file, anew for this run.
         "beat": lambda: any(p.stat().st_mtime >= since for p in state.glob("celerybeat-schedule*")),
@@ -702,13 +717,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--queues",
-        default="publishing,control",
-        help="the queues it takes: publishing,control (publishes and ticks), or webhooks "
-        "(deliveries, on workers of their own)",
+        default="publishing",
+        help="the queues it takes: publishing (publishes, reconciles and polls), control "
+        "(the dispatcher and reaper ticks) or webhooks (deliveries), each best on workers of "
+        "its own so no burst of one holds the slots of another; comma-separated to combine",
     )
     _add_metrics_flags(worker, "0.0.0.0", "summed across the pool")
 
-    sub.add_parser("beat", help="run the scheduler (exactly one per deployment)")
+    sub.add_parser(
+        "beat",
+        help="run the scheduler of the ticks (any number may run: the one holding the ticks' "
+        "lease sends them, another takes over within BEAT_LEASE_S)",
+    )
 
     flower = sub.add_parser("flower", help="run Flower, with basic auth from the environment")
     flower.add_argument("--host", default="127.0.0.1")

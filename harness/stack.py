@@ -224,7 +224,7 @@ class Stack:
         return proc
 
     def start_worker(
-        self, name: str, queues: str = "publishing,control"
+        self, name: str, queues: str = "publishing", concurrency: int | None = None
     ) -> subprocess.Popen[bytes]:
         port = self.metrics_ports.setdefault(name, free_port())
         log = self.logdir / f"{name}.log"
@@ -242,7 +242,7 @@ class Stack:
             name,
             "worker",
             "--concurrency",
-            str(self.concurrency),
+            str(concurrency or self.concurrency),
             "--name",
             f"{name}@%h",
             "--queues",
@@ -285,6 +285,7 @@ class Stack:
         for i in range(self.workers):
             self.start_worker(f"worker{i}")
         self.start_worker("webhooks", queues="webhooks")
+        self.start_worker("control", queues="control", concurrency=2)
         self.spawn("beat", "beat")
         wait_until(
             lambda: httpx.get(f"{self.sandbox_url}/healthz").status_code == 200, 30, what="sandbox"

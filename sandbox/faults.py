@@ -70,6 +70,12 @@ class Faults:
     rate_lookup_503: float = knob(
         0.0, "rate", "probability a lookup by key answers 503: the platform cannot say"
     )
+    down: bool = knob(
+        False,
+        "switch",
+        "the whole platform is down: every platform call answers 503 from the edge and does"
+        " nothing (health, ledger and fault routes still answer)",
+    )
     seed: int | None = knob(
         None, "seed", "make each key's fault sequence reproducible (unset: random)"
     )

@@ -88,6 +88,12 @@ class InstagramFaults:
     refresh_min_age_s: float = knob(
         DAY_S, "non_negative", "a token can be refreshed once it is this many seconds old"
     )
+    down: bool = knob(
+        False,
+        "switch",
+        "the whole platform is down: every platform call answers 503 from the edge and does"
+        " nothing (health, ledger and fault routes still answer)",
+    )
     seed: int | None = knob(
         None, "seed", "make each key's fault sequence reproducible (unset: random)"
     )

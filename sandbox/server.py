@@ -18,7 +18,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Protocol
@@ -282,6 +282,28 @@ class EmulatedPlatform(Protocol):
         ...
 
 
+# Routes of the emulator itself, never down: what tests and the chaos run read and steer.
+_OWN_ROUTES: Final = ("/healthz", "/ledger", "/faults")
+
+
+def add_outage(app: FastAPI, knobs: Any) -> None:
+    """While `knobs.down` is on, every platform call answers what a platform behind a load
+    balancer answers when it is down: a 503 from the edge, not the platform's own error body,
+    and nothing done. The emulator's own routes still answer."""
+
+    @app.middleware("http")
+    async def outage(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if knobs.down and not request.url.path.startswith(_OWN_ROUTES):
+            return Response(
+                status_code=503,
+                content="<html><body><h1>503 Service Unavailable</h1></body></html>",
+                media_type="text/html",
+            )
+        return await call_next(request)
+
+
 def emulator_app(
     title: str,
     knobs: Any,
@@ -319,6 +341,7 @@ def emulator_app(
         return Response(status_code=204)
 
     add_fault_routes(app, knobs, update, reseed=calls.draws.reset, invalid=invalid)
+    add_outage(app, knobs)
     return app
 
 
@@ -717,6 +740,7 @@ def create_app(faults: Faults | None = None) -> FastAPI:
         reseed=draws.reset,
         invalid=lambda message: _error(400, "invalid_request", message),
     )
+    add_outage(app, live_faults)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

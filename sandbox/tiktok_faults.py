@@ -117,6 +117,12 @@ class TikTokFaults:
         "each refresh issues a new refresh token and the used one stops working "
         "(off: the same refresh token keeps working)",
     )
+    down: bool = knob(
+        False,
+        "switch",
+        "the whole platform is down: every platform call answers 503 from the edge and does"
+        " nothing (health, ledger and fault routes still answer)",
+    )
     seed: int | None = knob(
         None, "seed", "make each key's fault sequence reproducible (unset: random)"
     )

@@ -48,6 +48,8 @@ class EventType(StrEnum):
     POST_HANDLE_SAVED = "post.handle_saved"
     POST_REQUEUED = "post.requeued"
     POST_RECONCILING = "post.reconciling"
+    # The platform was down for every try; the post waits for it (`retryAt`) instead of failing.
+    POST_WAITING_FOR_PLATFORM = "post.waiting_for_platform"
     POST_PUBLISHED = "post.published"
     POST_FAILED = "post.failed"
     POST_CANCELED = "post.canceled"

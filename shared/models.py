@@ -314,6 +314,9 @@ class ScheduledPost(Base):
     awaiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The platform was down when this post last tried (settings' platform outage wait): a
+    # queued post is not dispatched before this, a publishing one is reconciled then.
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     # Fencing token: bumped by every reschedule, cancel and re-dispatch. A task carries the
     # token it was sent with and does nothing once the row's token has moved on.
@@ -456,3 +459,16 @@ class WebhookAttempt(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ControlLease(Base):
+    """Which process runs a piece of control work (the ticks' schedule) right now. Every
+    `publisher beat` competes for it; only the holder sends ticks, and a holder that stops
+    renewing loses it once it expires, on the database's clock (shared/publishing/leader.py)."""
+
+    __tablename__ = "control_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

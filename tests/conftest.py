@@ -107,6 +107,8 @@ def stack(database: str) -> Iterator[Stack]:
             "PLATFORM_TIMEOUT_S": "5",
             "PLATFORM_BACKOFF_BASE_S": "0.05",
             "PLATFORM_BACKOFF_CAP_S": "0.5",
+            # A post the platform was down for tries again within 2 s of its wait.
+            "PLATFORM_OUTAGE_RETRY_CAP_S": "2",
             # Load tests fire hundreds of requests a second with one key.
             "RATE_LIMIT_MULTIPLIER": "1000000",
             "METRICS_POST_STATE_TTL_S": "0",

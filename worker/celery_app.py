@@ -52,6 +52,8 @@ def worker_conf(settings: Settings) -> dict[str, Any]:
             Queue(name, Exchange(name, type="direct"), routing_key=name)
             for name in (PUBLISH_QUEUE, CONTROL_QUEUE, WEBHOOK_QUEUE)
         ],
+        # Any number of beats: only the holder of the ticks' lease sends them (worker/beat.py).
+        "beat_scheduler": "worker.beat:LeaderScheduler",
         "beat_schedule": {
             "dispatch-due": {
                 "task": TaskName.DISPATCH_DUE,

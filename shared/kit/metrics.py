@@ -43,7 +43,8 @@ CANCELS = Counter(
 )
 PUBLISHES = Counter(
     "publisher_publish_total",
-    "Publish task outcomes: published, failed, stale (token moved on), canceled_before_upload",
+    "Publish task outcomes: published, failed, stale (token moved on), canceled_before_upload,"
+    " awaiting_platform, waiting_for_platform",
     ["outcome"],
 )
 DISPATCH_LAG = Histogram(
@@ -56,9 +57,15 @@ LEASES_EXPIRED = Counter(
     "Expired leases taken back by the reaper: requeued, reconcile, failed (attempts exhausted)",
     ["action"],
 )
+PLATFORM_WAITS = Counter(
+    "publisher_platform_waits_total",
+    "Posts that waited out a platform outage instead of failing, by where they waited:"
+    " queued (before the point of no return) or reconcile (after it)",
+    ["phase"],
+)
 RECONCILIATIONS = Counter(
     "publisher_reconciliations_total",
-    "Reconcile outcomes: found, absent_reuploaded, unknown, exhausted, stale",
+    "Reconcile outcomes: found, absent_reuploaded, unknown, waiting, exhausted, stale",
     ["result"],
 )
 POLLS = Counter(

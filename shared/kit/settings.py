@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     dispatch_batch: int = Field(default=500, ge=1)
     # A queued post this far past its time whose task never claimed it is re-dispatched.
     redispatch_grace_s: float = Field(default=15.0, gt=0)
+    # Every `publisher beat` competes for the ticks' lease; its holder sends them, and another
+    # beat takes over this long after the holder stopped renewing (killed, cut off).
+    beat_lease_s: float = Field(default=5.0, ge=1)
     # How long a worker owns a claimed post before the reaper may take it back.
     lease_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
@@ -65,6 +68,14 @@ class Settings(BaseSettings):
     platform_max_tries: int = Field(default=6, ge=1)
     platform_backoff_base_s: float = Field(default=0.5, ge=0)
     platform_backoff_cap_s: float = Field(default=8.0, ge=0)
+    # A platform still failing after every try is down, not refusing: the post waits, not
+    # fails. Not yet at the point of no return it goes back to the queue; past it, it stays
+    # `publishing` (a cancel still answers 409) and the reconciler asks again then. Each wait
+    # is about as long as the post is already late, with jitter, at most the cap; a post this
+    # late fails PLATFORM_UNAVAILABLE (or UPLOAD_OUTCOME_UNKNOWN past the point of no return)
+    # as it did before waiting. 0 turns waiting off.
+    platform_outage_retry_cap_s: float = Field(default=300.0, gt=0)
+    platform_outage_max_delay_s: float = Field(default=86_400.0, ge=0)
     # An Instagram container (a video above all) processes before it can be published; a
     # worker waits this long for FINISHED, renewing its lease, then fails the post
     # CONTAINER_NOT_READY. Kept below the task's soft time limit with room for the publish.

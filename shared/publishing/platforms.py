@@ -89,6 +89,8 @@ class PlatformError(Exception):
     new_handle: the handle is spent (an expired or failed container): prepare a new one.
     token_invalid: the account's token no longer works; the user must reconnect.
     failure_code: the post's `lastError.code` if this ends it (PLATFORM_ERROR if unset).
+    unavailable: the platform was not there to answer (unreachable, 5xx, rate limited), as
+    opposed to an answer about this post: a post it keeps failing waits for it.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class PlatformError(Exception):
         new_handle: bool = False,
         token_invalid: bool = False,
         failure_code: str | None = None,
+        unavailable: bool = False,
     ) -> None:
         super().__init__(message)
         self.transient = transient
@@ -113,6 +116,7 @@ class PlatformError(Exception):
         self.new_handle = new_handle
         self.token_invalid = token_invalid
         self.failure_code = failure_code
+        self.unavailable = unavailable
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -147,6 +151,7 @@ def classify_response(response: httpx.Response) -> PlatformError:
             retry_after=_retry_after(response),
             platform_code=code,
             status=status,
+            unavailable=True,
         )
     if status == 408 or status >= 500:
         return PlatformError(
@@ -158,6 +163,7 @@ def classify_response(response: httpx.Response) -> PlatformError:
             retry_after=_retry_after(response),
             platform_code=code,
             status=status,
+            unavailable=True,
         )
     return PlatformError(message, transient=False, platform_code=code, status=status)
 
@@ -166,7 +172,10 @@ def classify_exception(exc: httpx.HTTPError) -> PlatformError:
     """A request that never connected did nothing; one that failed after sending may have."""
     never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     return PlatformError(
-        f"platform unreachable: {type(exc).__name__}", transient=True, ambiguous=not never_sent
+        f"platform unreachable: {type(exc).__name__}",
+        transient=True,
+        ambiguous=not never_sent,
+        unavailable=True,
     )
 
 
@@ -188,6 +197,7 @@ def _no_platform_body(response: httpx.Response, expected: str) -> PlatformError:
         ambiguous=status not in {503, 429},
         retry_after=_retry_after(response),
         status=status,
+        unavailable=True,
     )
 
 
@@ -212,7 +222,13 @@ def classify_graph(response: httpx.Response) -> PlatformError:
     message = f"Instagram error {label}: {error.get('message', '')}"[:500]
     common: dict[str, Any] = {"platform_code": label, "status": status}
     if code in GRAPH_RATE_LIMIT_CODES:
-        return PlatformError(message, transient=True, retry_after=_retry_after(response), **common)
+        return PlatformError(
+            message,
+            transient=True,
+            retry_after=_retry_after(response),
+            unavailable=True,
+            **common,
+        )
     if code == GRAPH_TOKEN_INVALID:
         return PlatformError(
             message,
@@ -230,7 +246,9 @@ def classify_graph(response: httpx.Response) -> PlatformError:
     if subcode in GRAPH_SPENT_CONTAINER_SUBCODES:
         return PlatformError(message, transient=True, new_handle=True, **common)
     if status >= 500 or error.get("is_transient") is True:
-        return PlatformError(message, transient=True, ambiguous=status != 503, **common)
+        return PlatformError(
+            message, transient=True, ambiguous=status != 503, unavailable=True, **common
+        )
     return PlatformError(message, transient=False, **common)
 
 
@@ -270,7 +288,13 @@ def classify_tiktok(response: httpx.Response) -> PlatformError:
     message = f"TikTok error {code}: {error.get('message', '')}"[:500]
     common: dict[str, Any] = {"platform_code": code, "status": status}
     if code == TIKTOK_RATE_LIMIT or status == 429:
-        return PlatformError(message, transient=True, retry_after=_retry_after(response), **common)
+        return PlatformError(
+            message,
+            transient=True,
+            retry_after=_retry_after(response),
+            unavailable=True,
+            **common,
+        )
     if code in TIKTOK_TOKEN_CODES:
         return PlatformError(
             message,
@@ -280,7 +304,9 @@ def classify_tiktok(response: httpx.Response) -> PlatformError:
             **common,
         )
     if status >= 500:
-        return PlatformError(message, transient=True, ambiguous=status != 503, **common)
+        return PlatformError(
+            message, transient=True, ambiguous=status != 503, unavailable=True, **common
+        )
     return PlatformError(message, transient=False, **common)
 
 

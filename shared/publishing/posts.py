@@ -370,6 +370,7 @@ def reschedule(
     old_task = post.task_id
     previous = post.scheduled_for
     post.scheduled_for = ceil_second(scheduled_for)
+    post.retry_at = None
     post.dispatch_version += 1
     post.task_id = None
     post.dispatched_at = None
@@ -390,18 +391,18 @@ def dispatch_due(
 
     A post whose task should have run by now but never claimed it (the message was lost with
     Redis) gets a new token and a new task; the lost one, should it surface, does nothing.
+    A post waiting out a platform outage is due at its `retry_at`, not before.
     """
+    due_at = func.greatest(ScheduledPost.scheduled_for, ScheduledPost.retry_at)
     rows = session.scalars(
         select(ScheduledPost)
         .where(
             ScheduledPost.status == PostStatus.QUEUED,
             ScheduledPost.scheduled_for <= now + horizon,
+            or_(ScheduledPost.retry_at.is_(None), ScheduledPost.retry_at <= now + horizon),
             or_(
                 ScheduledPost.task_id.is_(None),
-                and_(
-                    ScheduledPost.scheduled_for < now - grace,
-                    ScheduledPost.dispatched_at < now - grace,
-                ),
+                and_(due_at < now - grace, ScheduledPost.dispatched_at < now - grace),
             ),
         )
         .order_by(ScheduledPost.scheduled_for)
@@ -415,7 +416,8 @@ def dispatch_due(
         post.task_id = str(uuid.uuid4())
         post.dispatched_at = now
         post.updated_at = now
-        out.append(Dispatch(post.id, post.dispatch_version, post.task_id, post.scheduled_for))
+        eta = max(post.scheduled_for, post.retry_at or post.scheduled_for)
+        out.append(Dispatch(post.id, post.dispatch_version, post.task_id, eta))
     return out
 
 
@@ -698,6 +700,60 @@ def renew_lease(
     assert post is not None
     post.lease_expires_at = now + lease
     return True
+
+
+class Waiting(StrEnum):
+    QUEUED = "queued"  # not yet at the point of no return: back in the queue until retry_at
+    RECONCILE = "reconcile"  # past it: still publishing, the reconciler asks again at retry_at
+
+
+def wait_for_platform(
+    session: Session,
+    post_id: str,
+    token: int,
+    owner: str,
+    *,
+    now: datetime,
+    retry_at: datetime,
+    reason: str,
+) -> Waiting | None:
+    """The platform was down for every try: the post waits for it instead of failing.
+
+    Not yet at the point of no return: `queued` again under a new token, dispatched at
+    `retry_at` (a cancel wins until a worker claims it again). Past it: it stays
+    `publishing` with its upload started (a cancel still answers 409), under a new token
+    and a lease ending at `retry_at`, when the reaper hands it to the reconciler, which asks
+    the platform before anything is sent again. Neither spends one of the post's attempts:
+    nothing went wrong with the post. None if the post is no longer this worker's."""
+    post = _lock_for_worker(session, post_id)
+    if not _ours(post, token, owner):
+        return None
+    assert post is not None
+    post.dispatch_version += 1
+    post.attempts = max(0, post.attempts - 1)
+    post.retry_at = retry_at
+    post.updated_at = now
+    if post.upload_started_at is None:
+        post.status = PostStatus.QUEUED.value
+        post.owner = None
+        post.lease_expires_at = None
+        post.task_id = None
+        post.dispatched_at = None
+        waiting = Waiting.QUEUED
+    else:
+        post.owner = f"waiting:{post.dispatch_version}"
+        post.lease_expires_at = retry_at
+        waiting = Waiting.RECONCILE
+    post_event(
+        session,
+        EventType.POST_WAITING_FOR_PLATFORM,
+        post,
+        reason=reason,
+        token=post.dispatch_version,
+        retryAt=iso(retry_at),
+        phase=waiting.value,
+    )
+    return waiting
 
 
 def record_uploaded(

@@ -49,6 +49,7 @@ class Outcome(StrEnum):
     STALE = "stale"  # the post moved on (canceled, rescheduled, re-dispatched, done)
     AWAITING_PLATFORM = "awaiting_platform"  # accepted; the platform completes it, polls ask
     CANCELED_BEFORE_UPLOAD = "canceled_before_upload"
+    WAITING_FOR_PLATFORM = "waiting_for_platform"  # the platform is down; tried again later
 
 
 # An irreversible call starts only with this much lease left beyond its own timeout.
@@ -72,6 +73,9 @@ class _Failure:
     code: str
     message: str
     platform_code: str | None
+    # The platform was not there (every try failed transiently, or it could not be asked):
+    # the post may wait for it rather than fail (`_record_or_wait`).
+    outage: bool = False
 
 
 class _Lost(Exception):
@@ -243,31 +247,42 @@ def _unavailable(last: PlatformError | None, settings: Settings) -> _Failure:
         "PLATFORM_UNAVAILABLE",
         f"The platform kept failing after {settings.platform_max_tries} tries: {last}",
         last.platform_code if last else None,
+        outage=last is not None and last.unavailable,
     )
 
 
 class _Unknown(Exception):
-    """The platform may or may not hold the post, and could not say which."""
+    """The platform may or may not hold the post, and could not say which: `outage` if it was
+    not there to ask (it may say later), else it answered that it cannot tell."""
+
+    def __init__(self, outage: bool) -> None:
+        super().__init__("the platform could not say")
+        self.outage = outage
 
 
 def _resolve(
     prepared: Prepared, key: str, handle: str | None, since: datetime, settings: Settings
 ) -> Uploaded | None:
     """Ask the platform whether this publish made a post; _Unknown if it never answers."""
+    outage = False
     for attempt in range(settings.platform_max_tries):
         try:
             return prepared.adapter.lookup(key, prepared.payload, handle, since)
         except PlatformError as exc:
             log.warning("platform lookup failed", extra={"postId": key, "error": str(exc)})
+            outage = exc.unavailable
             time.sleep(backoff(attempt, settings, exc.retry_after))
-    raise _Unknown
+    raise _Unknown(outage)
 
 
-def _outcome_unknown(platform_code: str | None) -> _Failure:
+def _outcome_unknown(platform_code: str | None, *, outage: bool = False) -> _Failure:
+    """`outage`: the platform's lookup kept failing (it may answer later); else nobody can
+    ask it (the account is unusable)."""
     return _Failure(
         "UPLOAD_OUTCOME_UNKNOWN",
         "The platform may hold this post and could not confirm it",
         platform_code,
+        outage=outage,
     )
 
 
@@ -323,8 +338,8 @@ def publish_with_retries(
                     _settle(started, settings, lease)
                 try:
                     found = _resolve(prepared, pub.key, pub.handle, pub.since, settings)
-                except _Unknown:
-                    return _outcome_unknown(exc.platform_code)
+                except _Unknown as unknown:
+                    return _outcome_unknown(exc.platform_code, outage=unknown.outage)
                 if found is not None:
                     return found
             if exc.new_handle:
@@ -337,8 +352,8 @@ def publish_with_retries(
     # Every try failed; the last ones may still have landed. Ask once more before failing.
     try:
         found = _resolve(prepared, pub.key, pub.handle, pub.since, settings)
-    except _Unknown:
-        return _outcome_unknown(last.platform_code if last else None)
+    except _Unknown as unknown:
+        return _outcome_unknown(last.platform_code if last else None, outage=unknown.outage)
     if found is not None:
         return found
     return _unavailable(last, settings)
@@ -368,7 +383,7 @@ class _HandleFailed(Exception):
 
 
 def _publish_and_record(
-    post_id: str,
+    post: ScheduledPost,
     token: int,
     prepared: Prepared,
     pub: Publication,
@@ -376,6 +391,7 @@ def _publish_and_record(
     lease: _Lease,
 ) -> Outcome:
     """Steps 5 and 6: the irreversible call, then record the outcome."""
+    post_id = post.id
     try:
         result = publish_with_retries(prepared, pub, settings, lease)
     except _HandleFailed as exc:
@@ -384,7 +400,53 @@ def _publish_and_record(
         log.warning("lost the post mid-publish; the reconciler decides", extra={"postId": post_id})
         return Outcome.STALE
     failpoints.hit("after_upload", post_id)
-    return _record(post_id, token, result, lease.owner, settings)
+    return _record_or_wait(post, token, result, lease.owner, settings)
+
+
+def _outage_retry_at(scheduled_for: datetime, settings: Settings) -> datetime | None:
+    """When a post the platform was down for tries again: after about as long as it is
+    already late (half to all of it, so a recovering platform is not met by every waiting
+    post at once), within the settings' bounds. None once it is too late to wait more."""
+    now = utcnow()
+    late = (now - scheduled_for).total_seconds()
+    if late >= settings.platform_outage_max_delay_s:
+        return None
+    wait = min(settings.platform_outage_retry_cap_s, max(late, settings.platform_backoff_cap_s))
+    return now + timedelta(seconds=random.uniform(wait / 2, wait))
+
+
+def _record_or_wait(
+    post: ScheduledPost,
+    token: int,
+    result: Uploaded | Accepted | _Failure,
+    owner: str,
+    settings: Settings,
+) -> Outcome:
+    """Record the outcome; but a post the platform was down for waits for it, up to the
+    settings' maximum delay, instead of failing (posts.wait_for_platform)."""
+    retry_at = None
+    if isinstance(result, _Failure) and result.outage:
+        retry_at = _outage_retry_at(post.scheduled_for, settings)
+    if retry_at is None:
+        return _record(post.id, token, result, owner, settings)
+    assert isinstance(result, _Failure)
+    reason = f"{result.code}: {result.message}"
+    waiting = run_in_transaction(
+        lambda tx: posts.wait_for_platform(
+            tx.session, post.id, token, owner, now=utcnow(), retry_at=retry_at, reason=reason
+        )
+    )
+    if waiting is None:
+        return Outcome.STALE
+    metrics.PLATFORM_WAITS.labels(waiting.value).inc()
+    logs.transition(
+        post.id,
+        post.organization_id,
+        f"publishing:waiting_for_platform ({waiting.value})",
+        retryAt=retry_at.isoformat(),
+        code=result.code,
+    )
+    return Outcome.WAITING_FOR_PLATFORM
 
 
 def _record(
@@ -507,7 +569,7 @@ def _publish(
         log.info("canceled while preparing", extra={"postId": post_id})
         return Outcome.CANCELED_BEFORE_UPLOAD
     if isinstance(preparation, _Failure):
-        return _record(post_id, token, preparation)
+        return _record_or_wait(post, token, preparation, owner, settings)
     failpoints.hit("after_prepare", post_id)
 
     # 4. The point of no return; the platform's handle is saved with it.
@@ -545,7 +607,7 @@ def _publish(
     # 5-6. The irreversible call (the sandbox dedupes it by the post id), and record.
     attempted = post.attempted_at or utcnow()
     pub = Publication(post_id, preparation.handle, attempted)
-    return _publish_and_record(post_id, token, prepared, pub, settings, lease)
+    return _publish_and_record(post, token, prepared, pub, settings, lease)
 
 
 def run_reconcile(
@@ -584,9 +646,12 @@ def run_reconcile(
     )
     try:
         found = _resolve(prepared, post_id, pub.handle, pub.since, settings)
-    except _Unknown:
-        metrics.RECONCILIATIONS.labels("unknown").inc()
-        return _record(post_id, token, _outcome_unknown(None))
+    except _Unknown as unknown:
+        failure = _outcome_unknown(None, outage=unknown.outage)
+        outcome = _record_or_wait(post, token, failure, owner, settings)
+        waited = outcome == Outcome.WAITING_FOR_PLATFORM
+        metrics.RECONCILIATIONS.labels("waiting" if waited else "unknown").inc()
+        return outcome
     if found is not None:
         metrics.RECONCILIATIONS.labels("found").inc()
         return _record(post_id, token, found)
@@ -596,7 +661,7 @@ def run_reconcile(
         return _record(post_id, token, spent)
     metrics.RECONCILIATIONS.labels("absent_reuploaded").inc()
     log.info("reconciled: the platform has none; publishing again", extra={"postId": post_id})
-    return _publish_and_record(post_id, token, prepared, pub, settings, lease)
+    return _publish_and_record(post, token, prepared, pub, settings, lease)
 
 
 def _poll_delay(polls: int, settings: Settings) -> timedelta:

@@ -40,12 +40,13 @@ PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
 # The oldest and a recent Kubernetes minor still in common support.
 KUBERNETES_VERSIONS = ["1.30.0", "1.34.0"]
 # The compose services (and Kubernetes workloads) that run the publisher image, and the CLI
-# role each runs: named after it, but for the webhook deliveries' own workers.
+# role each runs: named after it, but for the webhook deliveries' and the ticks' own workers.
 ROLE_OF = {
     "migrate": "migrate",
     "api": "api",
     "worker": "worker",
     "webhooks": "worker",
+    "control": "worker",
     "beat": "beat",
     "flower": "flower",
     "sandbox": "sandbox",

@@ -1,5 +1,6 @@
 """docker-compose.yml against the Compose Specification schema (vendored, tests/schemas/):
-interpolation, documented variables, startup order, scaling and draining, one beat."""
+interpolation, documented variables, startup order, scaling and draining, beats and control
+workers."""
 
 from __future__ import annotations
 
@@ -116,12 +117,20 @@ def test_compose_worker_scales_and_drains() -> None:
     assert api["labels"]["prometheus.io/path"] == "/metrics"
 
 
-def test_compose_has_exactly_one_beat() -> None:
-    beat = compose()["services"]["beat"]
-    # A fixed container name makes `--scale beat=2` fail instead of starting a second beat.
-    assert beat.get("container_name")
-    assert beat.get("deploy", {}).get("replicas", 1) == 1
+def test_compose_runs_beats_and_control_workers_with_no_singleton() -> None:
+    services = compose()["services"]
+    beat = services["beat"]
+    # Any number of beats, one sending the ticks: two, and nothing pins the count to one.
+    assert "container_name" not in beat
+    assert beat["deploy"]["replicas"] >= 2
     assert "/var/lib/publisher" in beat["tmpfs"], "STATE_DIR must be writable"
+    control = services["control"]
+    argv = _service_argv(control)
+    assert _flag(argv, "--queues") == "control" and "container_name" not in control
+    assert control["deploy"]["replicas"] >= 2
+    assert _flag(_healthcheck_argv(control), "--name") == _flag(argv, "--name")
+    # The upload workers take publishing alone: no tick waits behind a burst of uploads.
+    assert _flag(_service_argv(services["worker"]), "--queues") == "publishing"
 
 
 def test_compose_pooler_is_optional_and_in_transaction_mode() -> None:

@@ -160,10 +160,11 @@ def test_roles_have_the_shape_they_need(
     resources = rendered[name]
     config = _resource(resources, "ConfigMap", "publisher-config")["data"]
 
-    # beat: exactly one, stopped before its successor starts, with a writable STATE_DIR.
+    # beat: no singleton (one of them sends the ticks), never none during a rollout, with a
+    # writable STATE_DIR.
     beat = _resource(resources, "Deployment", "beat")
-    assert beat["spec"]["replicas"] == 1
-    assert beat["spec"]["strategy"] == {"type": "Recreate"}
+    assert beat["spec"]["replicas"] >= 2
+    assert beat["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     beat_mounts = {m["mountPath"] for m in _container(resources, "beat")["volumeMounts"]}
     assert config["STATE_DIR"] in beat_mounts
 
@@ -190,6 +191,17 @@ def test_roles_have_the_shape_they_need(
     assert _parse_cli(argv).command == "worker" and _flag(argv, "--queues") == "webhooks"
     probe = container["livenessProbe"]["exec"]["command"]
     assert _flag(probe, "--name") == _flag(argv, "--name") and "%h" in _flag(argv, "--name")
+
+    # control: the ticks' own workers on the control queue, two, probed by their node name;
+    # the upload workers take publishing alone.
+    control = _resource(resources, "Deployment", "control")
+    assert control["spec"]["replicas"] >= 2
+    container = _container(resources, "control")
+    argv = _k8s_argv(container)
+    assert _parse_cli(argv).command == "worker" and _flag(argv, "--queues") == "control"
+    probe = container["livenessProbe"]["exec"]["command"]
+    assert _flag(probe, "--name") == _flag(argv, "--name") and "%h" in _flag(argv, "--name")
+    assert _flag(_k8s_argv(_container(resources, "worker")), "--queues") == "publishing"
 
     # api: liveness is the process, readiness its dependencies; metrics on its own port.
     api = _resource(resources, "Deployment", "api")

@@ -71,6 +71,7 @@ def test_compose_roles_start_and_pass_their_health_checks(roles: Roles) -> None:
         ),
     )
     roles.start("webhooks", _service_argv(services["webhooks"]))
+    roles.start("control", _service_argv(services["control"]))
     roles.start("beat", _service_argv(services["beat"]))
     roles.start(
         "flower",
@@ -105,6 +106,13 @@ def test_compose_roles_start_and_pass_their_health_checks(roles: Roles) -> None:
     assert b".> webhooks" in webhooks_log.read_bytes(), "it takes the webhooks queue"
     health = _healthcheck_argv(services["webhooks"])
     roles.wait_for("webhooks", lambda: roles.run(health, timeout=30).returncode == 0)
+
+    # The control ticks' worker, on its own queue, answers by its own node name.
+    control_log = roles.workdir / "control.log"
+    roles.wait_for("control", lambda: b" ready." in control_log.read_bytes(), timeout=60)
+    assert b".> control" in control_log.read_bytes(), "it takes the control queue"
+    health = _healthcheck_argv(services["control"])
+    roles.wait_for("control", lambda: roles.run(health, timeout=30).returncode == 0)
 
     # Flower: basic auth from the environment; /healthcheck answers without it.
     roles.wait_for("flower", lambda: httpx.get(url("flower", "/healthcheck")).status_code == 200)
