@@ -34,8 +34,8 @@ typecheck: install
 pytest: install services tsclient
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# What the tests need beyond the venv (chromium, Node.js, the npm folders from their lock
-# files), each installed only when missing or changed.
+# What the tests need beyond the venv (chromium, PgBouncer, Node.js, the npm folders from
+# their lock files), each installed only when missing or changed.
 tools:
 	@scripts/ensure-test-tools
 

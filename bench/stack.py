@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procfs
+from harness.pgbouncer import PrivatePgBouncer
 from harness.stack import ROOT, Stack, wait_until
 
 
@@ -30,6 +31,8 @@ class PlainWorker:
 class BenchStack(Stack):
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="publisher-bench-")))
     plain: list[PlainWorker] = field(default_factory=list)
+    # Straight to PostgreSQL, as the bare comparators run: the figures are the product's.
+    pooler: PrivatePgBouncer | None = None
     extra: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self) -> BenchStack:

@@ -410,7 +410,8 @@ def run(args: argparse.Namespace) -> int:
                 "tiktok": stack.tiktok_url,
             }
             api_key, project_id, accounts = _local_tenant(database_url, stack, args.adapter)
-            print(f"chaos: stack up (logs in {stack.logdir})", flush=True)
+            through = ", every role through PgBouncer" if stack.pooler else ""
+            print(f"chaos: stack up (logs in {stack.logdir}{through})", flush=True)
         else:
             api_url, api_key, project_id = args.target, args.api_key, args.project
             platform_urls = {"sandbox": args.sandbox_url}

@@ -22,6 +22,7 @@ import redis
 
 if TYPE_CHECKING:
     from harness.rabbitmq import PrivateRabbitMQ
+    from harness.pgbouncer import PrivatePgBouncer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +109,12 @@ class PrivateRedis:
         self.start()
 
 
+def _default_pooler() -> PrivatePgBouncer | None:
+    from harness.pgbouncer import default_pooler  # it builds on this module
+
+    return default_pooler()
+
+
 @dataclass
 class Stack:
     database_url: str
@@ -132,6 +139,8 @@ class Stack:
     flower_url: str | None = None
     # stop() removes the logdir unless this is set (a run whose logs someone will read).
     keep_logs: bool = False
+    # Every role's DATABASE_URL goes through it (harness/pgbouncer.py); None: straight.
+    pooler: PrivatePgBouncer | None = field(default_factory=_default_pooler)
 
     @property
     def redis_url(self) -> str:
@@ -201,6 +210,8 @@ class Stack:
             PYTHONUNBUFFERED="1",
             TMPDIR=str(self.tmpdir),
         )
+        if self.pooler is not None:
+            env.update(self.pooler.env_for(self.database_url))
         env.update(self.env_overrides)
         return env
 
@@ -252,6 +263,8 @@ class Stack:
     def start(self) -> Stack:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.arm()
+        if self.pooler is not None:
+            self.pooler.start()
         self.redis = PrivateRedis(self.logdir)
         self.redis.start()
         if self.celery_broker == "rabbitmq":
@@ -328,6 +341,8 @@ class Stack:
             self.redis.kill()
         if self.rabbitmq is not None:
             self.rabbitmq.kill()
+        if self.pooler is not None:
+            self.pooler.stop()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         if not self.keep_logs:
             shutil.rmtree(self.logdir, ignore_errors=True)
@@ -348,6 +363,8 @@ class Stack:
         for path in sorted(self.logdir.glob("*.log")):
             lines = path.read_text(errors="replace").splitlines()[-tail:]
             out.append(f"--- {path.name}\n" + "\n".join(lines))
+        if self.pooler is not None:
+            out.append("--- pgbouncer.log\n" + self.pooler.logs(tail))
         return "\n".join(out)
 
     def ledger(self) -> dict[str, Any]:

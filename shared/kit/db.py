@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -41,17 +41,56 @@ def init_engine(
         # at each checkout by `_check_on_checkout` (no round trip for one just used).
         pool_pre_ping=False,
         pool_timeout=10,
-        connect_args={
-            "application_name": application_name,
-            "connect_timeout": 5,
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}"
-            " -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000",
-        },
+        connect_args=connect_args(application_name),
     )
+    if settings.database_pooler == "transaction":
+        event.listen(_engine, "begin", _set_local_timeouts)
     event.listen(_engine, "checkin", _note_checkin)
     event.listen(_engine, "checkout", _check_on_checkout)
     _sessions = sessionmaker(_engine, expire_on_commit=False)
     return _engine
+
+
+LOCK_TIMEOUT_MS: Final = 10_000
+IDLE_IN_TRANSACTION_TIMEOUT_MS: Final = 60_000
+
+
+def _timeouts() -> dict[str, int]:
+    return {
+        "statement_timeout": get_settings().db_statement_timeout_ms,
+        "lock_timeout": LOCK_TIMEOUT_MS,
+        "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    }
+
+
+def connect_args(application_name: str) -> dict[str, Any]:
+    """psycopg's connection arguments for DATABASE_URL as DATABASE_POOLER describes it.
+
+    Straight to PostgreSQL, the timeouts are the session's, set once in the startup packet.
+    Through a transaction pooler a client's session is one transaction on whichever server
+    connection is free: PgBouncer refuses the startup `options` (it could not hold them to
+    one client), a statement psycopg prepared on one server connection is missing on the
+    next, so none is prepared, and the timeouts are set in each transaction instead
+    (`_set_local_timeouts`)."""
+    args: dict[str, Any] = {"application_name": application_name, "connect_timeout": 5}
+    if get_settings().database_pooler == "transaction":
+        args["prepare_threshold"] = None
+    else:
+        args["options"] = " ".join(f"-c {name}={ms}" for name, ms in _timeouts().items())
+    return args
+
+
+def _set_local_timeouts(conn: Connection) -> None:
+    """Each transaction's first statement behind a transaction pooler: the timeouts, for this
+    transaction only, on the server connection it runs on (one round trip: the price of the
+    pooler). SET LOCAL, never SET: a session setting would stay on the server connection for
+    whichever client gets it next."""
+    dbapi = conn.connection.driver_connection
+    if not isinstance(dbapi, psycopg.Connection) or dbapi.autocommit:
+        return  # no transaction block to scope them to
+    dbapi.execute(
+        "; ".join(f"SET LOCAL {name} = {ms}" for name, ms in _timeouts().items()).encode()
+    )
 
 
 # A pooled connection idle longer than this is pinged (a round trip) before use; one idle for

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=100)
+    # What DATABASE_URL reaches: PostgreSQL itself ("none"), or a pooler in transaction mode
+    # (PgBouncer's pool_mode = transaction), where a client's session lasts one transaction:
+    # no server-side prepared statements, and the timeouts set in each transaction
+    # (docs/design.md, "Behind a transaction pooler").
+    database_pooler: Literal["none", "transaction"] = "none"
 
     # Publish-now: the caller's window to cancel a mistaken publish.
     publish_now_delay_s: float = 30.0

@@ -16,7 +16,16 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    connectable = create_engine(url, connect_args={"application_name": "publisher.migrate"})
+    # Behind a transaction pooler nothing may be prepared server-side (shared/kit/db.py
+    # `connect_args`); the migration's own timeouts stay PostgreSQL's defaults either way.
+    pooled = get_settings().database_pooler == "transaction"
+    connectable = create_engine(
+        url,
+        connect_args={
+            "application_name": "publisher.migrate",
+            **({"prepare_threshold": None} if pooled else {}),
+        },
+    )
     with connectable.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
         with context.begin_transaction():

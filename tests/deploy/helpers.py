@@ -3,6 +3,7 @@ kustomize manifests under deploy/) and the CLI parser, shared by the deployment 
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import copy
 import json
@@ -298,6 +299,13 @@ def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     result = interpolate(compose_raw(), COMPOSE_SAMPLE_ENV if env is None else env)
     assert isinstance(result, dict)
     return result
+
+
+def pgbouncer_ini(text: str) -> dict[str, dict[str, str]]:
+    """A pgbouncer.ini's sections and their options."""
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    return {name: dict(parser[name]) for name in parser.sections()}
 
 
 def _healthcheck_argv(service: dict[str, Any]) -> list[str]:

@@ -9,7 +9,9 @@ import re
 
 import jsonschema
 import pytest
+from sqlalchemy import make_url
 
+from shared.kit.settings import Settings
 from shared.publishing.tasks import TASK_TIME_LIMIT_S
 from tests.deploy.helpers import (
     _VARIABLE,
@@ -26,6 +28,7 @@ from tests.deploy.helpers import (
     _strings,
     compose,
     compose_raw,
+    pgbouncer_ini,
 )
 
 
@@ -73,7 +76,11 @@ def test_compose_startup_order_and_backing_services() -> None:
             "migrate": {"condition": "service_completed_successfully"},
         }, name
     migrate = services["migrate"]
-    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        # The optional pooler, when its profile runs: the migration goes through it.
+        "pgbouncer": {"condition": "service_healthy", "required": False},
+    }
     assert migrate["restart"] == "no"
     postgres, redis_ = services["postgres"], services["redis"]
     assert postgres["image"] == "postgres:15"
@@ -124,3 +131,33 @@ def test_compose_runs_beats_and_control_workers_with_no_singleton() -> None:
     assert _flag(_healthcheck_argv(control), "--name") == _flag(argv, "--name")
     # The upload workers take publishing alone: no tick waits behind a burst of uploads.
     assert _flag(_service_argv(services["worker"]), "--queues") == "publishing"
+
+
+def test_compose_pooler_is_optional_and_in_transaction_mode() -> None:
+    """The `pooler` profile's PgBouncer: off by default, pool_mode = transaction in front of
+    the postgres service, and the four .env lines that point every role at it make a valid
+    Settings that says so (DATABASE_POOLER=transaction)."""
+    raw = compose_raw()
+    pooler = raw["services"]["pgbouncer"]
+    assert pooler["profiles"] == ["pooler"]
+    assert all("profiles" not in s for n, s in raw["services"].items() if n != "pgbouncer")
+    ini = pgbouncer_ini(compose()["configs"]["pgbouncer-ini"]["content"])
+    options = ini["pgbouncer"]
+    assert options["pool_mode"] == "transaction"
+    assert ini["databases"]["publisher"] == "host=postgres port=5432 dbname=publisher"
+    assert {c["target"] for c in pooler["configs"]} == {
+        "/etc/pgbouncer/pgbouncer.ini",
+        "/etc/pgbouncer/userlist.txt",
+    }
+    userlist = compose()["configs"]["pgbouncer-userlist"]["content"]
+    assert userlist.strip() == f'"publisher" "{COMPOSE_SAMPLE_ENV["POSTGRES_PASSWORD"]}"'
+    example = COMPOSE_ENV_EXAMPLE.read_text()
+    lines = ["COMPOSE_PROFILES=pooler", "DATABASE_HOST=pgbouncer", "DATABASE_PORT=6432"]
+    lines.append("DATABASE_POOLER=transaction")
+    assert all(f"# {line}\n" in example for line in lines)
+    pooled = {**COMPOSE_SAMPLE_ENV, **dict(line.split("=") for line in lines)}
+    env = compose(pooled)["services"]["api"]["environment"]
+    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    url = make_url(settings.database_url)
+    assert (url.host, url.port) == ("pgbouncer", int(options["listen_port"]))
+    assert settings.database_pooler == "transaction"

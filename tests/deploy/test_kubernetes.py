@@ -29,6 +29,7 @@ from tests.deploy.helpers import (
     _resource,
     kustomize_in_python,
     kustomize_with_kubectl,
+    pgbouncer_ini,
 )
 
 
@@ -237,3 +238,47 @@ def test_production_overlay(rendered: dict[str, list[dict[str, Any]]]) -> None:
             _resource(resources, "HorizontalPodAutoscaler", role)["spec"]["maxReplicas"]
             > _resource(base, "HorizontalPodAutoscaler", role)["spec"]["maxReplicas"]
         )
+
+
+POOLER = DEPLOY / "pooler"
+
+
+def _pooler() -> list[dict[str, Any]]:
+    render = kustomize_with_kubectl if shutil.which("kubectl") else kustomize_in_python
+    return render(POOLER)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_pooler_python_kustomize_agrees_with_kubectl() -> None:
+    assert _by_id(kustomize_in_python(POOLER)) == _by_id(kustomize_with_kubectl(POOLER))
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_pooler_manifests_validate_and_pool_by_transaction(version: str) -> None:
+    """deploy/pooler: PgBouncer in transaction mode behind a Service on its port, non-root
+    with a read-only root, its userlist from a Secret the operator creates (none shipped)."""
+    resources = _pooler()
+    for resource in resources:
+        kubernetes_validate.validate(resource, version, strict=True)
+    assert {r["kind"] for r in resources} == {"ConfigMap", "Deployment", "Service"}
+    config = _resource(resources, "ConfigMap", "pgbouncer-config")["data"]
+    ini = pgbouncer_ini(config["pgbouncer.ini"])
+    assert ini["pgbouncer"]["pool_mode"] == "transaction"
+    deployment = _resource(resources, "Deployment", "pgbouncer")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    (port,) = container["ports"]
+    assert str(port["containerPort"]) == ini["pgbouncer"]["listen_port"]
+    service = _resource(resources, "Service", "pgbouncer")
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert ini["pgbouncer"]["auth_file"].startswith(mounts["userlist"] + "/")
+    secret = volumes["userlist"]["secret"]["secretName"]
+    readme = DEPLOY_README.read_text()
+    assert f"create secret generic {secret}" in readme
+    assert "kubectl apply -k deploy/pooler" in readme
+    assert "DATABASE_POOLER" in readme
