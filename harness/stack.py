@@ -21,8 +21,8 @@ import httpx
 import redis
 
 if TYPE_CHECKING:
-    from harness.rabbitmq import PrivateRabbitMQ
     from harness.pgbouncer import PrivatePgBouncer
+    from harness.rabbitmq import PrivateRabbitMQ
 
 ROOT = Path(__file__).resolve().parent.parent
 
