@@ -399,6 +399,10 @@ def run(args: argparse.Namespace) -> int:
                 env_overrides=dict(CHAOS_ENV),
                 keep_logs=args.keep,
             )
+            if "pg_restart" in kinds:
+                # A restarting server is restarted under roles that reach it directly: the
+                # pooler's own errors for it are not yet taken for an outage (README).
+                stack.pooler = None
             stack.start()
             if emulator:
                 stack.set_instagram_faults(**RUN_KNOBS["instagram"], seed=args.seed)

@@ -70,8 +70,19 @@ class PrivatePgBouncer:
     def __init__(self, pool_size: int = POOL_SIZE) -> None:
         self.port = free_port()
         self.pool_size = pool_size
+        # The server it pools, and a user of it besides this process's (`serve`).
+        self.server_host, self.server_port = SERVER_HOST, SERVER_PORT
+        self.server_user: str | None = None
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def serve(self, database_url: str) -> None:
+        """Pool the server `database_url` names (a private cluster, say) rather than the
+        local one, for its user too; before `start()`."""
+        url = make_url(database_url)
+        self.server_host = url.host or SERVER_HOST
+        self.server_port = url.port or SERVER_PORT
+        self.server_user = url.username
 
     def url_for(self, database_url: str) -> str:
         """`database_url` with its host and port this pooler's: same user, database, driver."""
@@ -91,7 +102,7 @@ class PrivatePgBouncer:
         assert self.dir is not None
         return f"""\
 [databases]
-* = host={SERVER_HOST} port={SERVER_PORT}
+* = host={self.server_host} port={self.server_port}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -124,8 +135,9 @@ log_disconnections = 0
         self.dir = Path(tempfile.mkdtemp(prefix="publisher-pgbouncer-", dir=shared_tmp))
         self.dir.chmod(0o755)
         user = pwd.getpwuid(os.getuid()).pw_name
-        # Trust auth still wants the user listed; the server's trust auth does the rest.
-        (self.dir / "userlist.txt").write_text(f'"{user}" ""\n')
+        # Trust auth still wants each user listed; the server's trust auth does the rest.
+        users = sorted({user, self.server_user or user})
+        (self.dir / "userlist.txt").write_text("".join(f'"{u}" ""\n' for u in users))
         (self.dir / "pgbouncer.ini").write_text(self._config(user))
         command = [exe, *(["-u", "postgres"] if root else []), str(self.dir / "pgbouncer.ini")]
         with self.log.open("ab") as log:

@@ -264,6 +264,7 @@ class Stack:
         self.tmpdir.mkdir(parents=True, exist_ok=True)
         self.arm()
         if self.pooler is not None:
+            self.pooler.serve(self.database_url)
             self.pooler.start()
         self.redis = PrivateRedis(self.logdir)
         self.redis.start()

@@ -190,7 +190,10 @@ def pg_stack(cluster: PrivatePostgres) -> Iterator[Stack]:
     # backlog can take longer than the chaos runs' 5 s to drain, when each re-dispatch makes
     # the task still queued before it stale (see docs/operations.md, "The primary restarted").
     env = dict(CHAOS_ENV) | {"REDISPATCH_GRACE_S": "15"}
-    s = Stack(database_url=cluster.url, workers=2, env_overrides=env)
+    # Straight to the server: behind PgBouncer a restarting server's refusals reach the roles
+    # as the pooler's own errors ("server login has been failing"), which the product does
+    # not yet take for an outage (docs/operations.md, "Connection pooler").
+    s = Stack(database_url=cluster.url, workers=2, env_overrides=env, pooler=None)
     try:
         s.start()
     except BaseException:
