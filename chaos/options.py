@@ -30,9 +30,25 @@ PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+# One worker node in a network namespace (harness/netns.py), cut off from one service for
+# longer than a lease, then healed. Opt-in (--faults): they need root and `ip netns`, and
+# the sandbox adapter (the emulators' accounts post to loopback addresses the namespace
+# cannot reach).
+PARTITION_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
+    "sandbox": ("partition_postgres", "partition_redis", "partition_platform"),
+    "emulator": (),
+}
+
+
 def faults_of(adapter: str) -> tuple[str, ...]:
-    """Every fault kind a run on this adapter can inject: the default of --faults."""
+    """Every fault kind a run on this adapter injects by default (--faults not given)."""
     return PROCESS_FAULTS + PLATFORM_FAULTS_OF[adapter]
+
+
+def all_faults_of(adapter: str) -> tuple[str, ...]:
+    """Every fault kind --faults may name for this adapter: the default ones and the opt-in
+    partitions."""
+    return faults_of(adapter) + PARTITION_FAULTS_OF[adapter]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults",
         default=None,
         help=f"comma-separated among {', '.join(faults_of('emulator'))} (container_error, "
-        "slow_completion: emulator only); 'none' for none; default: every kind the adapter "
-        "takes",
+        "slow_completion: emulator only), and the opt-in "
+        f"{', '.join(PARTITION_FAULTS_OF['sandbox'])} (sandbox only, local stack, root and "
+        "`ip netns`: one worker node runs in a network namespace and is cut off from "
+        "PostgreSQL, Redis or the platform for longer than a lease); 'none' for none; "
+        "default: every kind the adapter takes but the partitions",
     )
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
     parser.add_argument(

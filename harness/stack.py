@@ -125,6 +125,11 @@ class Stack:
     flower_url: str | None = None
     # stop() removes the logdir unless this is set (a run whose logs someone will read).
     keep_logs: bool = False
+    # A worker node started with a prefix or env of its own (in a network namespace) gets
+    # them again when restarted by name.
+    worker_hooks: dict[str, tuple[Sequence[str], dict[str, str] | None]] = field(
+        default_factory=dict
+    )
 
     @property
     def redis_url(self) -> str:
@@ -223,6 +228,9 @@ class Stack:
         prefix: Sequence[str] = (),
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        if prefix or env:
+            self.worker_hooks[name] = (prefix, env)
+        prefix, env = self.worker_hooks.get(name, ((), None))
         port = self.metrics_ports.setdefault(name, free_port())
         log = self.logdir / f"{name}.log"
         # A restarted worker appends to its log: only what comes after this counts as ready.
