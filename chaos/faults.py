@@ -19,11 +19,13 @@ from sqlalchemy import create_engine, text
 from chaos.history import Fault, History
 from chaos.options import (
     OPT_IN_FAULTS,
+    PARTITION_FAULTS_OF,
     PLATFORM_FAULTS_OF,
     PLATFORMS_OF,
     PROCESS_FAULTS,
     all_faults_of,
 )
+from harness.netns import Namespace
 from harness.pgcluster import PrivatePostgres, StopMode
 from harness.stack import Stack, children_of
 from sandbox import faults as sandbox_faults
@@ -153,12 +155,18 @@ class Injector:
         adapter: str = "sandbox",
         outage_s: float = SPELL_S,
         cluster: PrivatePostgres | None = None,
+        netns: Namespace | None = None,
+        partition_s: float = SPELL_S,
     ) -> None:
         unknown = set(kinds) - set(all_faults_of(adapter))
         if unknown:
             raise ValueError(f"unknown faults for {adapter}: {', '.join(sorted(unknown))}")
         if stack is None and set(kinds) & set(PROCESS_FAULTS + OPT_IN_FAULTS):
             raise ValueError("process faults need the local stack (not available with --target)")
+        if netns is None and set(kinds) & set(PARTITION_FAULTS_OF[adapter]):
+            raise ValueError("partition faults need a worker node in a network namespace")
+        self.netns = netns
+        self.partition_s = partition_s
         self.kinds = kinds
         self.every_s = every_s
         self.rng = random.Random(seed ^ 0x5EED)
@@ -186,6 +194,10 @@ class Injector:
             "pg_terminate": self._pg_terminate,
             "pg_restart": self._pg_restart,
             **{kind: partial(self._spell, kind) for kind in PLATFORM_FAULTS_OF[adapter]},
+            **{
+                kind: partial(self._partition, kind.removeprefix("partition_"))
+                for kind in PARTITION_FAULTS_OF[adapter]
+            },
         }
 
     def start(self) -> None:
@@ -267,6 +279,14 @@ class Injector:
             if len(parts) == 3 and parts[1].isdigit():  # host:pid:task, not a reconciler
                 out.append((int(parts[1]), str(post_id)))
         return out
+
+    def _partition(self, target: str) -> str:
+        """The namespaced worker node cut off from `target` for longer than a lease (what it
+        holds meanwhile is the reaper's), then healed."""
+        assert self.netns is not None
+        with self.netns.partitioned(target):
+            self._stop.wait(self.partition_s)
+        return f"{target} cut for {self.partition_s:.0f}s"
 
     def _redis_restart(self) -> str:
         assert self.stack is not None and self.stack.redis is not None

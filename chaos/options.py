@@ -34,14 +34,25 @@ PLATFORM_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+# One worker node in a network namespace (harness/netns.py), cut off from one service for
+# longer than a lease, then healed. Opt-in (--faults): they need root and `ip netns`, and
+# the sandbox adapter (the emulators' accounts post to loopback addresses the namespace
+# cannot reach).
+PARTITION_FAULTS_OF: Final[dict[str, tuple[str, ...]]] = {
+    "sandbox": ("partition_postgres", "partition_redis", "partition_platform"),
+    "emulator": (),
+}
+
+
 def faults_of(adapter: str) -> tuple[str, ...]:
     """The fault kinds a run on this adapter injects by default (--faults unset)."""
     return PROCESS_FAULTS + PLATFORM_FAULTS_OF[adapter]
 
 
 def all_faults_of(adapter: str) -> tuple[str, ...]:
-    """Every fault kind a run on this adapter can inject (--faults all)."""
-    return faults_of(adapter) + OPT_IN_FAULTS
+    """Every fault kind --faults may name for this adapter (and `all` injects): the default
+    ones, PostgreSQL restarts and the partitions."""
+    return faults_of(adapter) + OPT_IN_FAULTS + PARTITION_FAULTS_OF[adapter]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,10 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--faults",
         default=None,
-        help=f"comma-separated among {', '.join(all_faults_of('emulator'))} (container_error, "
-        "slow_completion: emulator only; pg_restart: only when named, on a private "
-        "PostgreSQL cluster); 'none' for none; 'all' for every kind; default: every kind the "
-        "adapter takes but pg_restart",
+        help=f"comma-separated among {', '.join(faults_of('emulator'))} (container_error, "
+        "slow_completion: emulator only), and the opt-in pg_restart (a private PostgreSQL "
+        "cluster, stopped fast or crashed) and "
+        f"{', '.join(PARTITION_FAULTS_OF['sandbox'])} (sandbox only, local stack, root and "
+        "`ip netns`: one worker node runs in a network namespace and is cut off from "
+        "PostgreSQL, Redis or the platform for longer than a lease); 'none' for none; 'all' "
+        "for every kind; default: every kind the adapter takes but the opt-in ones",
     )
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults")
     parser.add_argument(

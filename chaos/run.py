@@ -21,8 +21,15 @@ from chaos import checker
 from chaos.faults import RUN_KNOBS, Injector, completion_allowance_s
 from chaos.history import FinalPost, History, LedgerEntry, WebhookReceipt
 from chaos.load import Client, Load, Plan, parse
-from chaos.options import PLATFORM_FAULTS_OF, PLATFORMS_OF, all_faults_of, faults_of
+from chaos.options import (
+    PARTITION_FAULTS_OF,
+    PLATFORM_FAULTS_OF,
+    PLATFORMS_OF,
+    all_faults_of,
+    faults_of,
+)
 from chaos.receiver import Receiver, serving
+from harness import netns
 from harness.pgcluster import PrivatePostgres
 from harness.stack import Stack, wait_until
 from shared.events import EventType
@@ -353,6 +360,10 @@ def _misuse(args: argparse.Namespace, kinds: list[str]) -> str | None:
             f"not {', '.join(unknown)}"
         )
     if args.target is None:
+        if set(kinds) & set(PARTITION_FAULTS_OF[args.adapter]):
+            reason = netns.unavailable()
+            if reason is not None:
+                return f"the partition faults need network namespaces: {reason}"
         return None
     if args.adapter == "emulator":
         return (
@@ -383,6 +394,7 @@ def run(args: argparse.Namespace) -> int:
     exits = contextlib.ExitStack()
     receivers: dict[str, Receiver] = {}
     cluster: PrivatePostgres | None = None
+    namespace: netns.Namespace | None = None
     try:
         if local:
             database_url = database_url or _default_db()
@@ -404,6 +416,8 @@ def run(args: argparse.Namespace) -> int:
                 # pooler's own errors for it are not yet taken for an outage (README).
                 stack.pooler = None
             stack.start()
+            if set(kinds) & set(PARTITION_FAULTS_OF[args.adapter]):
+                namespace = _partitioned_node(stack, database_url, args.concurrency)
             if emulator:
                 stack.set_instagram_faults(**RUN_KNOBS["instagram"], seed=args.seed)
                 stack.set_tiktok_faults(**RUN_KNOBS["tiktok"], seed=args.seed)
@@ -413,7 +427,15 @@ def run(args: argparse.Namespace) -> int:
                 "instagram": stack.instagram_url,
                 "tiktok": stack.tiktok_url,
             }
-            api_key, project_id, accounts = _local_tenant(database_url, stack, args.adapter)
+            # With a namespaced node, every worker reaches the sandbox through its relay.
+            sandbox_url = (
+                f"http://{namespace.address('platform')}:{namespace.port('platform')}"
+                if namespace is not None
+                else stack.sandbox_url
+            )
+            api_key, project_id, accounts = _local_tenant(
+                database_url, stack, args.adapter, sandbox_url
+            )
             through = ", every role through PgBouncer" if stack.pooler else ""
             print(f"chaos: stack up (logs in {stack.logdir}{through})", flush=True)
         else:
@@ -445,6 +467,9 @@ def run(args: argparse.Namespace) -> int:
             adapter=args.adapter,
             outage_s=args.outage,
             cluster=cluster,
+            netns=namespace,
+            # Longer than a lease, so what the node holds is the reaper's meanwhile.
+            partition_s=float(CHAOS_ENV["LEASE_S"]) + 5,
         )
         load = Load(
             client,
@@ -491,6 +516,8 @@ def run(args: argparse.Namespace) -> int:
             # A private cluster goes whole, with exits; --keep keeps only a shared server's.
             if not args.keep and database_url and cluster is None:
                 drop_database(database_url)
+        if namespace is not None:
+            namespace.close()
         exits.close()
 
 
@@ -572,7 +599,30 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
         print(f"chaos: {len(pending)} posts still not terminal after {timeout:g}s", file=sys.stderr)
 
 
-def _local_tenant(database_url: str, stack: Stack, adapter: str) -> tuple[str, str, list[str]]:
+def _partitioned_node(stack: Stack, database_url: str, concurrency: int) -> netns.Namespace:
+    """A worker node of its own in a network namespace, for the partition faults to cut off;
+    the namespace is the caller's to close."""
+    namespace = netns.Namespace(
+        {
+            "postgres": make_url(database_url).port or 5432,
+            "redis": stack.redis.port,  # type: ignore[union-attr]
+            "platform": stack.sandbox_port,
+        }
+    ).open()
+    env = netns.reachable_urls(namespace, stack.env(), ["DATABASE_URL", "REDIS_URL", "SANDBOX_URL"])
+    try:
+        stack.start_worker(
+            "worker-partitioned", concurrency=concurrency, prefix=namespace.prefix(), env=env
+        )
+    except BaseException:
+        namespace.close()
+        raise
+    return namespace
+
+
+def _local_tenant(
+    database_url: str, stack: Stack, adapter: str, sandbox_url: str
+) -> tuple[str, str, list[str]]:
     """A tenant whose accounts take the load: 60 sandbox accounts, so waves can be 50 targets
     wide; or EMULATOR_ACCOUNTS Instagram and as many TikTok accounts the stack's emulators
     issued (a wider wave spreads over more content, since each account gets a container at
@@ -609,7 +659,7 @@ def _local_tenant(database_url: str, stack: Stack, adapter: str) -> tuple[str, s
                 tx.session,
                 "Chaos",
                 [tiktok, instagram],
-                sandbox_url=stack.sandbox_url,
+                sandbox_url=sandbox_url,
                 issued={p: accounts[0] for p, accounts in issued.items()},
             )
             more = [
@@ -622,7 +672,7 @@ def _local_tenant(database_url: str, stack: Stack, adapter: str) -> tuple[str, s
                 tx.session,
                 "Chaos",
                 [tiktok, instagram],
-                sandbox_url=stack.sandbox_url,
+                sandbox_url=sandbox_url,
                 extra_accounts=58,
             )
             more = t.extra_accounts

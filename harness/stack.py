@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +141,11 @@ class Stack:
     keep_logs: bool = False
     # Every role's DATABASE_URL goes through it (harness/pgbouncer.py); None: straight.
     pooler: PrivatePgBouncer | None = field(default_factory=_default_pooler)
+    # A worker node started with a prefix or env of its own (in a network namespace) gets
+    # them again when restarted by name.
+    worker_hooks: dict[str, tuple[Sequence[str], dict[str, str] | None]] = field(
+        default_factory=dict
+    )
 
     @property
     def redis_url(self) -> str:
@@ -215,12 +220,16 @@ class Stack:
         env.update(self.env_overrides)
         return env
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *args: str, prefix: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`publisher <args>` as `name`; `prefix` runs it through another command (a network
+        namespace's `ip netns exec`), `env` replaces some of its environment."""
         log = (self.logdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", *args],
+            [*prefix, sys.executable, "-m", "cli", *args],
             cwd=ROOT,
-            env=self.env(),
+            env=self.env() | (env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -229,8 +238,17 @@ class Stack:
         return proc
 
     def start_worker(
-        self, name: str, queues: str = "publishing", concurrency: int | None = None
+        self,
+        name: str,
+        queues: str = "publishing",
+        concurrency: int | None = None,
+        *,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        if prefix or env:
+            self.worker_hooks[name] = (prefix, env)
+        prefix, env = self.worker_hooks.get(name, ((), None))
         port = self.metrics_ports.setdefault(name, free_port())
         log = self.logdir / f"{name}.log"
         # A restarted worker appends to its log: only what comes after this counts as ready.
@@ -256,6 +274,8 @@ class Stack:
             "127.0.0.1",
             "--metrics-port",
             str(port),
+            prefix=prefix,
+            env=env,
         )
         wait_until(ready, 60, what=f"{name} ready")
         return proc
