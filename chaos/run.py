@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
                 stack.pooler = None
             stack.start()
             if set(kinds) & set(PARTITION_FAULTS_OF[args.adapter]):
-                namespace = _partitioned_node(stack, database_url, args.concurrency)
+                namespace = _partitioned_node(stack, args.concurrency)
             if emulator:
                 stack.set_instagram_faults(**RUN_KNOBS["instagram"], seed=args.seed)
                 stack.set_tiktok_faults(**RUN_KNOBS["tiktok"], seed=args.seed)
@@ -599,12 +599,13 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
         print(f"chaos: {len(pending)} posts still not terminal after {timeout:g}s", file=sys.stderr)
 
 
-def _partitioned_node(stack: Stack, database_url: str, concurrency: int) -> netns.Namespace:
+def _partitioned_node(stack: Stack, concurrency: int) -> netns.Namespace:
     """A worker node of its own in a network namespace, for the partition faults to cut off;
     the namespace is the caller's to close."""
     namespace = netns.Namespace(
         {
-            "postgres": make_url(database_url).port or 5432,
+            # Where the roles reach the database: the stack's pooler, or the server.
+            "postgres": make_url(stack.env()["DATABASE_URL"]).port or 5432,
             "redis": stack.redis.port,  # type: ignore[union-attr]
             "platform": stack.sandbox_port,
         }

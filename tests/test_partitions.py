@@ -96,7 +96,8 @@ def part(database: str) -> Iterator[Partitioned]:
         stack.start()
         ns = Namespace(
             {
-                "postgres": make_url(database).port or 5432,
+                # Where the roles reach the database: the stack's pooler, or the server.
+                "postgres": make_url(stack.env()["DATABASE_URL"]).port or 5432,
                 "redis": stack.redis.port,  # type: ignore[union-attr]
                 "platform": stack.sandbox_port,
             }
