@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
@@ -150,3 +151,21 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 def live_tenant(stack: Stack) -> TenantFixture:
     """A tenant whose social accounts post to the stack's sandbox."""
     return make_tenant("Live", sandbox_url=stack.sandbox_url)
+
+
+@contextmanager
+def database_of_its_own(database: str, suffix: str) -> Iterator[str]:
+    """A migrated database beside the session's, for a module whose stack must not share
+    one with the session's stack (whose dispatcher and reaper, once a test started it, keep
+    acting on every due post of the shared database). This process's engine points at it
+    while the block runs."""
+    url = make_url(database)
+    own = url.set(database=f"{url.database}_{suffix}").render_as_string(hide_password=False)
+    drop_database(own)
+    migrate(own)
+    init_engine("publisher.tests", pool_size=10, url=own)
+    try:
+        yield own
+    finally:
+        init_engine("publisher.tests", pool_size=20)
+        drop_database(own)

@@ -25,6 +25,7 @@ from harness.netns import Namespace, reachable_urls
 from harness.stack import Stack, children_of, wait_until
 from shared.kit.db import new_session
 from shared.models import Event, ScheduledPost
+from tests.conftest import database_of_its_own
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 from tests.test_faults import _held_task_ids, _rows, _settle
 
@@ -70,12 +71,19 @@ class Partitioned:
 
 
 @pytest.fixture(scope="module")
-def part(database: str) -> Iterator[Partitioned]:
+def partition_database(database: str) -> Iterator[str]:
+    """The tier's own database: the session's stack must not take these posts."""
+    with database_of_its_own(database, "partitions") as own:
+        yield own
+
+
+@pytest.fixture(scope="module")
+def part(partition_database: str) -> Iterator[Partitioned]:
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(f"the partition tier needs network namespaces: {reason}")
     stack = Stack(
-        database_url=database,
+        database_url=partition_database,
         workers=1,
         concurrency=2,
         env_overrides={

@@ -14,16 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from harness.rabbitmq import unavailable
 from harness.stack import Stack, wait_until
-from shared.kit.db import drop_database, init_engine, new_session
-from shared.kit.migrate import migrate
+from shared.kit.db import new_session
 from shared.models import Event
 from shared.publishing.tasks import CONTROL_QUEUE, PUBLISH_QUEUE, TASK_TIME_LIMIT_S, WEBHOOK_QUEUE
 from tests import test_faults as faults
-from tests.conftest import STACK_ENV
+from tests.conftest import STACK_ENV, database_of_its_own
 from tests.factories import TenantFixture, at, make_tenant, schedule, upload
 from tests.test_faults import _one_post, _rows, _settle
 
@@ -41,14 +39,8 @@ def rabbit_database(database: str) -> Iterator[str]:
     """A database of this module's own: the session's Redis stack, if a test before this
     module started it, keeps dispatching on the shared one, and must not take these posts.
     This process's engine points at it while the module runs."""
-    url = make_url(database)
-    own = url.set(database=f"{url.database}_rabbitmq").render_as_string(hide_password=False)
-    drop_database(own)
-    migrate(own)
-    init_engine("publisher.tests", pool_size=10, url=own)
-    yield own
-    init_engine("publisher.tests", pool_size=20)
-    drop_database(own)
+    with database_of_its_own(database, "rabbitmq") as own:
+        yield own
 
 
 @pytest.fixture(scope="module")
