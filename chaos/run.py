@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, func, make_url, select
+from sqlalchemy import Engine, create_engine, func, make_url, select
 
 from chaos import checker
 from chaos.faults import RUN_KNOBS, Injector, completion_allowance_s
@@ -528,25 +528,28 @@ def _register_endpoint(client: Client, url: str) -> str:
     return str(r.json()["secret"])
 
 
+def pending_deliveries(db: Engine) -> int:
+    """How many webhook deliveries are still pending."""
+    with db.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .where(WebhookDelivery.status == DeliveryStatus.PENDING)
+            ).scalar_one()
+        )
+
+
 def _await_deliveries(database_url: str, timeout: float) -> int:
     """Wait (bounded) until no webhook delivery is pending; how many still are."""
     db = create_engine(database_url, pool_size=1)
-
-    def pending() -> int:
-        with db.connect() as conn:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(WebhookDelivery)
-                    .where(WebhookDelivery.status == DeliveryStatus.PENDING)
-                ).scalar_one()
-            )
-
     try:
-        wait_until(lambda: pending() == 0, timeout, interval=1.0, what="webhook deliveries")
+        wait_until(
+            lambda: pending_deliveries(db) == 0, timeout, interval=1.0, what="webhook deliveries"
+        )
     except AssertionError:
         print("chaos: webhook deliveries still pending", file=sys.stderr)
-    left = pending()
+    left = pending_deliveries(db)
     db.dispose()
     return left
 

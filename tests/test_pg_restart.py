@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -27,7 +27,7 @@ from chaos.checker import check, explain
 from chaos.history import History
 from chaos.load import Client, iso
 from chaos.receiver import Receiver, serving
-from chaos.run import CHAOS_ENV, HOOKED, read_ledger, read_state, receipts
+from chaos.run import CHAOS_ENV, HOOKED, pending_deliveries, read_ledger, read_state, receipts
 from harness.pgcluster import PostgresUnavailable, PrivatePostgres, StopMode, unavailable_reason
 from harness.stack import Stack, wait_until
 from shared.kit.migrate import migrate
@@ -252,17 +252,6 @@ def _print_unsettled(db: Engine, project_id: str) -> None:
             print("pending delivery", dict(row._mapping))
 
 
-def _pending_deliveries(db: Engine) -> int:
-    with db.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(WebhookDelivery)
-                .where(WebhookDelivery.status == DeliveryStatus.PENDING)
-            ).scalar_one()
-        )
-
-
 def _assert_invariants(history: History) -> None:
     broken = [v for v in check(history) if not v.ok]
     assert not broken, "\n".join(
@@ -400,7 +389,7 @@ def test_postgres_restart_mid_run(
 
             try:
                 posts = wait_until(settled, 120, interval=0.5, what="every post terminal")
-                wait_until(lambda: _pending_deliveries(db) == 0, 120, what="webhook deliveries")
+                wait_until(lambda: pending_deliveries(db) == 0, 120, what="webhook deliveries")
             except AssertionError:
                 _print_unsettled(db, project_id)
                 raise
@@ -413,7 +402,7 @@ def test_postgres_restart_mid_run(
         assert len(run.post_ids) == len(set(run.post_ids))
         read_ledger(history, pg_stack.sandbox_url)
         read_state(history, run.post_ids, cluster.url)
-        history.webhooks_pending = _pending_deliveries(db)
+        history.webhooks_pending = pending_deliveries(db)
         history.webhooks = {"steady": receipts(receiver)}
     _assert_invariants(history)
     won = {c.post_id: c for c in history.calls if c.kind == "cancel" and c.status == 200}
