@@ -571,8 +571,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "beat": [*me, "beat"],
         "flower": [*me, "flower", "--host", args.host, "--port", str(args.flower_port)],
     }
+    # Beat answers by writing its schedule file anew; a beat that does not hold the ticks'
+    # lease writes it once, at start, so "anew" counts from before any child started.
+    started = time.time() - 1
     children = {role: subprocess.Popen(cmd) for role, cmd in commands.items()}
-    if not _wait_until_answering(children, args):
+    if not _wait_until_answering(children, args, started):
         _stop_children(children)
         return 1
     instagram = settings.instagram_api_url.rstrip("/")
@@ -636,7 +639,7 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _wait_until_answering(
-    children: dict[str, subprocess.Popen[bytes]], args: argparse.Namespace
+    children: dict[str, subprocess.Popen[bytes]], args: argparse.Namespace, started: float
 ) -> bool:
     """True once every role answers its own health check; False if one exits or the wait
     outlasts --ready-timeout. `make run` says "up" only when a request would be served."""
@@ -657,7 +660,6 @@ def _wait_until_answering(
 
     settings = get_settings()
     state = Path(settings.state_dir)
-    since = time.time() - 1
     checks: dict[str, Callable[[], bool]] = {
         "sandbox": lambda: answers(f"{settings.sandbox_url}/healthz"),
         "instagram": lambda: answers(f"{settings.instagram_api_url.rstrip('/')}/healthz"),
@@ -668,7 +670,9 @@ def _wait_until_answering(
         "control": lambda: _worker_answers(app, host_format(CONTROL_NODE), 1.0),
         "flower": lambda: answers(f"{base}:{args.flower_port}/healthcheck"),
         # Beat serves nothing; it answers by writing its schedule file, anew for this run.
-        "beat": lambda: any(p.stat().st_mtime >= since for p in state.glob("celerybeat-schedule*")),
+        "beat": lambda: any(
+            p.stat().st_mtime >= started for p in state.glob("celerybeat-schedule*")
+        ),
     }
     waiting = dict(checks)
     deadline = time.monotonic() + args.ready_timeout

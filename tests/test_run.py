@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from harness.stack import ROOT, free_port, wait_until
+from tests.conftest import database_of_its_own
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +44,21 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str
     return out
 
 
-def test_run_says_up_only_once_every_role_answers(database: str) -> None:
+@pytest.fixture
+def own_database(database: str) -> Iterator[str]:
+    """The run's database, not the session's: the session stack's beats compete for the
+    same ticks' lease there, and its dispatcher would send this run's posts."""
+    with database_of_its_own(database, "run") as own:
+        yield own
+
+
+def test_run_says_up_only_once_every_role_answers(own_database: str) -> None:
     roles = ("api", "flower", "worker", "api_metrics", "sandbox", "instagram", "tiktok")
     ports = {role: free_port() for role in roles}
     state = Path(tempfile.mkdtemp(prefix="publisher-run-"))
     env = {
         **os.environ,
-        "DATABASE_URL": database,
+        "DATABASE_URL": own_database,
         "SANDBOX_URL": f"http://127.0.0.1:{ports['sandbox']}",
         "INSTAGRAM_API_URL": f"http://127.0.0.1:{ports['instagram']}",
         "TIKTOK_API_URL": f"http://127.0.0.1:{ports['tiktok']}",
