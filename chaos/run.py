@@ -411,10 +411,6 @@ def run(args: argparse.Namespace) -> int:
                 env_overrides=dict(CHAOS_ENV),
                 keep_logs=args.keep,
             )
-            if "pg_restart" in kinds:
-                # A restarting server is restarted under roles that reach it directly: the
-                # pooler's own errors for it are not yet taken for an outage (README).
-                stack.pooler = None
             stack.start()
             if set(kinds) & set(PARTITION_FAULTS_OF[args.adapter]):
                 namespace = _partitioned_node(stack, args.concurrency)

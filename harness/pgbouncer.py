@@ -67,9 +67,11 @@ class PrivatePgBouncer:
     transaction`, any database of the local server, the client's own user (trust auth, as
     the server's). Started by `start()`, gone with `stop()`."""
 
-    def __init__(self, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, pool_size: int = POOL_SIZE, query_wait_timeout_s: int = 60) -> None:
         self.port = free_port()
         self.pool_size = pool_size
+        # How long a query waits for a server connection before PgBouncer refuses it.
+        self.query_wait_timeout_s = query_wait_timeout_s
         # The server it pools, and a user of it besides this process's (`serve`).
         self.server_host, self.server_port = SERVER_HOST, SERVER_PORT
         self.server_user: str | None = None
@@ -117,7 +119,7 @@ max_client_conn = 1000
 default_pool_size = {self.pool_size}
 reserve_pool_size = 5
 server_login_retry = 1
-query_wait_timeout = 60
+query_wait_timeout = {self.query_wait_timeout_s}
 log_connections = 0
 log_disconnections = 0
 """
@@ -163,6 +165,17 @@ log_disconnections = 0
             self.stop()  # nothing left listening, nothing left on disk
             raise
         return self
+
+    def repoint(self, port: int) -> None:
+        """Pool the server on `port` from now on (RELOAD): the server connections it holds
+        close, and every later one logs in there. A port nothing listens on is the server
+        gone, as during a restart, while this pooler and its clients carry on."""
+        assert self.dir is not None
+        self.server_port = port
+        user = pwd.getpwuid(os.getuid()).pw_name
+        (self.dir / "pgbouncer.ini").write_text(self._config(user))
+        with self.admin() as conn:
+            conn.execute("RELOAD")
 
     def admin(self) -> psycopg.Connection[Any]:
         """A connection to pgbouncer's admin console (SHOW POOLS, SHOW CLIENTS, ...)."""

@@ -1,7 +1,9 @@
 """A real PostgreSQL restart: the stack runs on a private cluster of its own, which is stopped
-mid-run (fast, then as a crash) and started again while posts publish and cancels arrive.
+mid-run (fast, then as a crash) and started again while posts publish and cancels arrive,
+with the stack straight on the server and then behind a private PgBouncer.
 
-The API answers 503 UNAVAILABLE while the server is down, and only then; workers, beat and
+The API answers 503 UNAVAILABLE while the server is down, and only then (behind the pooler
+a request may instead be held until the server is back, then served); workers, beat and
 the webhook worker carry on by themselves; every post ends once, none is lost, doubled or
 stuck; a cancel answered 200 before the crash is still a canceled post after it. Skipped,
 saying why, where no PostgreSQL 15+ initdb can run (harness/pgcluster.py)."""
@@ -28,6 +30,8 @@ from chaos.history import History
 from chaos.load import Client, iso
 from chaos.receiver import Receiver, serving
 from chaos.run import CHAOS_ENV, HOOKED, pending_deliveries, read_ledger, read_state, receipts
+from harness import pgbouncer
+from harness.pgbouncer import PrivatePgBouncer
 from harness.pgcluster import PostgresUnavailable, PrivatePostgres, StopMode, unavailable_reason
 from harness.stack import Stack, wait_until
 from shared.kit.migrate import migrate
@@ -182,18 +186,21 @@ def cluster() -> Iterator[PrivatePostgres]:
 
 
 @pytest.fixture(scope="module")
-def pg_stack(cluster: PrivatePostgres) -> Iterator[Stack]:
-    """The whole stack (API, two workers, the webhook worker, beat, sandbox) on the cluster."""
+def pg_stack(request: pytest.FixtureRequest, cluster: PrivatePostgres) -> Iterator[Stack]:
+    """The whole stack (API, two workers, the webhook worker, beat, sandbox) on the cluster,
+    straight to the server (`direct`) or through a private PgBouncer in transaction mode
+    (`pooled`), as the test's `path` says."""
+    pooled = request.param == "pooled"
+    if pooled and (reason := pgbouncer.missing()) is not None:
+        pytest.skip(f"no PgBouncer to restart the server behind: {reason}")
     migrate(cluster.url)
     # The chaos runs' short leases, with the production default's re-dispatch grace: after an
     # outage every due post and webhook attempt is re-sent at once, and on a busy machine that
     # backlog can take longer than the chaos runs' 5 s to drain, when each re-dispatch makes
     # the task still queued before it stale (see docs/operations.md, "The primary restarted").
     env = dict(CHAOS_ENV) | {"REDISPATCH_GRACE_S": "15"}
-    # Straight to the server: behind PgBouncer a restarting server's refusals reach the roles
-    # as the pooler's own errors ("server login has been failing"), which the product does
-    # not yet take for an outage (docs/operations.md, "Connection pooler").
-    s = Stack(database_url=cluster.url, workers=2, env_overrides=env, pooler=None)
+    pooler = PrivatePgBouncer() if pooled else None
+    s = Stack(database_url=cluster.url, workers=2, env_overrides=env, pooler=pooler)
     try:
         s.start()
     except BaseException:
@@ -306,8 +313,12 @@ def _outage(run: Run, cluster: PrivatePostgres, mode: StopMode, started: float) 
     return outage
 
 
-def _check_answers(run: Run, history: History, outage: Outage) -> None:
-    """503 UNAVAILABLE while the server is down and only then; never a 500, never a hang."""
+def _check_answers(run: Run, history: History, outage: Outage, pooled: bool) -> None:
+    """503 UNAVAILABLE while the server is down and only then; never a 500, never a hang.
+    Behind the pooler a request may instead wait for the server: PgBouncer holds a query
+    that has no server connection yet (up to its `query_wait_timeout`) and runs it once the
+    server is back, and refuses, with an error the API answers 503, those that come while
+    its logins keep failing."""
     probes = run.probes
     hung = [p for p in probes if p.status == 0]
     assert not hung, f"{len(hung)} reads got no answer within {CLIENT_TIMEOUT_S}s: {hung[:3]}"
@@ -320,7 +331,8 @@ def _check_answers(run: Run, history: History, outage: Outage) -> None:
     wrong = [p for p in down if (p.status, p.code) != (503, "UNAVAILABLE")]
     assert not wrong, f"reads while the server was down not 503 UNAVAILABLE: {wrong[:5]}"
     met = [p for p in probes if p.sent <= outage.start_called and p.answered >= outage.down]
-    assert any((p.status, p.code) == (503, "UNAVAILABLE") for p in met), met
+    held = [p for p in met if pooled and p.status == 200 and p.answered >= outage.up]
+    assert held or any((p.status, p.code) == (503, "UNAVAILABLE") for p in met), met
     outside = [p for p in probes if p.status == 503 and not outage.overlaps(p.sent, p.answered)]
     assert not outside, f"503s outside the outage (up at {outage.up:.3f}): {outside[:5]}"
     assert any(p.status == 200 and p.sent >= outage.up for p in probes), "never back to 200"
@@ -339,19 +351,27 @@ def _check_answers(run: Run, history: History, outage: Outage) -> None:
         # A retry meets the first attempt's outcome: its replayed 201, or, when that attempt
         # never committed and its time has passed meanwhile, a 422.
         assert answers[-1] == 201 or (answers[-1] == 422 and 503 in answers), (key, answers)
-    assert any(a[-1] == 201 and 503 in a for a in run.schedules.values()), (
+    # Straight to the server every request that meets the outage is refused, so some
+    # schedule is; behind the pooler, held ones are served instead.
+    assert pooled or any(a[-1] == 201 and 503 in a for a in run.schedules.values()), (
         "no schedule met the outage and was retried: the run did not test the replay"
     )
 
 
-@pytest.mark.parametrize("mode", ["fast", "immediate"])
+# Straight to the server, stopped both ways; behind the pooler, the crash.
+@pytest.mark.parametrize(
+    ("mode", "pg_stack"),
+    [("fast", "direct"), ("immediate", "direct"), ("immediate", "pooled")],
+    indirect=["pg_stack"],
+)
 def test_postgres_restart_mid_run(
     mode: StopMode, cluster: PrivatePostgres, pg_stack: Stack, db: Engine
 ) -> None:
     """The server stops mid-run (`fast`: sessions rolled back, a checkpoint; `immediate`: a
     crash, then recovery) while posts publish and cancels arrive, and comes back DOWN_S later."""
+    pooled = pg_stack.pooler is not None
     pg_stack.reset_sandbox()
-    token, project_id, accounts = _tenant(db, pg_stack, f"Restart {mode}")
+    token, project_id, accounts = _tenant(db, pg_stack, f"Restart {mode} {pooled}")
     history = History()
     client = Client(pg_stack.api_url, token, history)
     client.http.timeout = httpx.Timeout(CLIENT_TIMEOUT_S)
@@ -376,12 +396,12 @@ def test_postgres_restart_mid_run(
             client,
             containers,
             accounts,
-            random.Random(f"restart-{mode}"),
+            random.Random(f"restart-{mode}-{pooled}"),
             probe_path=f"/v1/content/{containers[0]}",
         )
         outage = _outage(run, cluster, mode, time.time())
         try:
-            _check_answers(run, history, outage)
+            _check_answers(run, history, outage, pooled)
 
             def settled() -> dict[str, str] | None:
                 posts = _organization_posts(db, project_id)
@@ -421,10 +441,12 @@ def test_postgres_restart_mid_run(
     back = min(p.sent for p in run.probes if p.status == 200 and p.sent >= outage.up)
     last_503 = max(
         [c.sent_at for c in history.calls if c.status == 503]
-        + [p.sent for p in run.probes if p.status == 503]
+        + [p.sent for p in run.probes if p.status == 503],
+        default=outage.up,
     )
     print(
-        f"\n{mode}: down {outage.start_called - outage.down:.1f}s (stop took"
+        f"\n{mode} {'behind the pooler' if pooled else 'direct'}:"
+        f" down {outage.start_called - outage.down:.1f}s (stop took"
         f" {outage.down - outage.stop_called:.2f}s, start {outage.up - outage.start_called:.2f}s);"
         f" first 200 {back - outage.up:.2f}s after up, last 503 sent"
         f" {last_503 - outage.up:+.2f}s after it; posts {dict(statuses)}; cancels won"

@@ -19,15 +19,18 @@ from contextlib import contextmanager
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
+from api.app import create_app
 from chaos.history import Call, History, LedgerEntry
 from chaos.run import read_state
 from harness import pgbouncer
 from harness.pgbouncer import PrivatePgBouncer
-from harness.stack import Stack, wait_until
+from harness.stack import Stack, free_port, wait_until
 from shared.kit.db import connect_args, init_engine, transaction
+from shared.kit.leases import Holding
 from shared.kit.settings import get_settings
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import TenantFixture
@@ -256,6 +259,43 @@ def test_cancel_races_claim_through_the_pooler(
     ]
     read_state(history, [pid for pid, _ in batch], TEST_DATABASE_URL)
     _assert_invariants(history)
+
+
+@pytest.fixture
+def short_wait() -> Iterator[PrivatePgBouncer]:
+    """A PgBouncer that refuses a query after 2 s without a server connection (60 s in the
+    harness and the shipped configurations), so a test can wait out its refusals."""
+    reason = pgbouncer.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    b = PrivatePgBouncer(query_wait_timeout_s=2).start()
+    yield b
+    b.stop()
+
+
+def test_a_pooler_refusing_for_its_server_is_an_outage(short_wait: PrivatePgBouncer) -> None:
+    """The server gone behind a pooler the roles already use: the pooler's own refusals
+    (`query_wait_timeout`, `server login has been failing`: SQLSTATE 08P01) are the errors
+    every edge already takes for an outage: a transaction raises SQLAlchemy's
+    OperationalError (not the driver's error from the timeouts' first statement), which
+    `run_in_transaction` retries, beat's lease reads "not held" rather than raising, and the
+    API answers 503 UNAVAILABLE. Before the fix, the driver's ProtocolViolation escaped the
+    `begin` listener raw, beat died of it and the API answered 500."""
+    with through(short_wait):
+        with transaction() as tx:
+            tx.session.execute(text("SELECT 1"))  # connected, the pooler's welcome cached
+        short_wait.repoint(free_port())
+        for _ in range(3):
+            with pytest.raises(OperationalError), transaction() as tx:
+                tx.session.execute(text("SELECT 1"))
+        lease = Holding("tests.serverless", holder="me", ttl_s=5, renew_s=1, margin_s=1)
+        assert lease.held() is False
+        with TestClient(create_app(), raise_server_exceptions=False) as client:
+            r = client.get(
+                "/v1/content/cnt_x", headers={"Authorization": "Bearer lp_live_0a1b_2c3d"}
+            )
+            assert (r.status_code, r.json()["error"]["code"]) == (503, "UNAVAILABLE"), r.text
+            assert r.headers["Retry-After"] == "1"
 
 
 def test_the_stack_roles_connect_through_pgbouncer(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -45,6 +46,7 @@ def init_engine(
     )
     if settings.database_pooler == "transaction":
         event.listen(_engine, "begin", _set_local_timeouts)
+    event.listen(_engine, "handle_error", _connection_errors_disconnect)
     event.listen(_engine, "checkin", _note_checkin)
     event.listen(_engine, "checkout", _check_on_checkout)
     _sessions = sessionmaker(_engine, expire_on_commit=False)
@@ -83,14 +85,30 @@ def connect_args(application_name: str) -> dict[str, Any]:
 def _set_local_timeouts(conn: Connection) -> None:
     """Each transaction's first statement behind a transaction pooler: the timeouts, for this
     transaction only, on the server connection it runs on (one round trip: the price of the
-    pooler). SET LOCAL, never SET: a session setting would stay on the server connection for
-    whichever client gets it next."""
+    pooler). Local, never session settings: those would stay on the server connection for
+    whichever client gets it next. Run through the connection (a begin listener's statement
+    does not begin another transaction), so a failure, such as the pooler's own refusal while
+    the server restarts, is SQLAlchemy's error like any other and invalidates the
+    connection."""
     dbapi = conn.connection.driver_connection
     if not isinstance(dbapi, psycopg.Connection) or dbapi.autocommit:
         return  # no transaction block to scope them to
-    dbapi.execute(
-        "; ".join(f"SET LOCAL {name} = {ms}" for name, ms in _timeouts().items()).encode()
-    )
+    settings = ", ".join(f"set_config('{name}', '{ms}', true)" for name, ms in _timeouts().items())
+    conn.exec_driver_sql(f"SELECT {settings}")
+
+
+# SQLSTATE classes that mean the connection is gone, not the statement wrong: 08 (connection
+# exception, and PgBouncer's own refusals: 08P01 "server login has been failing" while the
+# server restarts), 57P01-57P03 (the server shutting down, crashed, or not yet accepting).
+_DISCONNECT_SQLSTATES: Final = ("08", "57P01", "57P02", "57P03")
+
+
+def _connection_errors_disconnect(context: ExceptionContext) -> None:
+    """A connection that answered with one of those is dropped from the pool at once, even if
+    the driver has not yet seen its socket close (a pooler sends the error, then closes)."""
+    sqlstate = getattr(context.original_exception, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_DISCONNECT_SQLSTATES):
+        context.is_disconnect = True
 
 
 # A pooled connection idle longer than this is pinged (a round trip) before use; one idle for
@@ -112,7 +130,11 @@ def _check_on_checkout(
     (a restart, `pg_terminate_backend`), seen with one non-blocking poll. One idle for
     longer than PING_AFTER_IDLE_S also gets a real ping, for a peer that vanished silently.
     Either failing: the pool drops it and connects anew."""
-    idle = time.monotonic() - record.info.get("idle_since", float("-inf"))
+    if "idle_since" not in record.info:
+        # Just connected: nothing was ever read from it but the server's answers to the login.
+        # A pooler's refusal waiting on it is met by the first statement, as the outage it is.
+        return
+    idle = time.monotonic() - record.info["idle_since"]
     poller = select.poll()
     poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
     if poller.poll(0):
