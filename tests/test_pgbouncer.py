@@ -41,27 +41,27 @@ QUERY_CANCELED = "57014"
 DATABASE = make_url(TEST_DATABASE_URL).database
 
 
-@pytest.fixture(scope="module")
-def bouncer() -> Iterator[PrivatePgBouncer]:
-    """A private PgBouncer with the harness's pool size."""
+def _running(**config: int) -> Iterator[PrivatePgBouncer]:
+    """A private PgBouncer started with `config`, stopped after; skipped where none runs."""
     reason = pgbouncer.missing()
     if reason is not None:
         pytest.skip(reason)
-    b = PrivatePgBouncer().start()
+    b = PrivatePgBouncer(**config).start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="module")
+def bouncer() -> Iterator[PrivatePgBouncer]:
+    """A private PgBouncer with the harness's pool size."""
+    yield from _running()
 
 
 @pytest.fixture(scope="module")
 def one_server() -> Iterator[PrivatePgBouncer]:
     """A PgBouncer with one server connection: every client's transaction runs on it, so
     whatever one client leaves on the server connection the next one meets."""
-    reason = pgbouncer.missing()
-    if reason is not None:
-        pytest.skip(reason)
-    b = PrivatePgBouncer(pool_size=1).start()
-    yield b
-    b.stop()
+    yield from _running(pool_size=1)
 
 
 @contextmanager
@@ -265,12 +265,7 @@ def test_cancel_races_claim_through_the_pooler(
 def short_wait() -> Iterator[PrivatePgBouncer]:
     """A PgBouncer that refuses a query after 2 s without a server connection (60 s in the
     harness and the shipped configurations), so a test can wait out its refusals."""
-    reason = pgbouncer.missing()
-    if reason is not None:
-        pytest.skip(reason)
-    b = PrivatePgBouncer(query_wait_timeout_s=2).start()
-    yield b
-    b.stop()
+    yield from _running(query_wait_timeout_s=2)
 
 
 def test_a_pooler_refusing_for_its_server_is_an_outage(short_wait: PrivatePgBouncer) -> None:
