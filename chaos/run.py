@@ -413,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
             )
             stack.start()
             if set(kinds) & set(PARTITION_FAULTS_OF[args.adapter]):
-                namespace = _partitioned_node(stack, args.concurrency)
+                namespace = stack.start_namespaced_worker("worker-partitioned", args.concurrency)
             if emulator:
                 stack.set_instagram_faults(**RUN_KNOBS["instagram"], seed=args.seed)
                 stack.set_tiktok_faults(**RUN_KNOBS["tiktok"], seed=args.seed)
@@ -596,28 +596,6 @@ def _settle(client: Client, post_ids: list[str], timeout: float) -> None:
         wait_until(done, timeout, interval=1.0, what="all posts terminal")
     except AssertionError:
         print(f"chaos: {len(pending)} posts still not terminal after {timeout:g}s", file=sys.stderr)
-
-
-def _partitioned_node(stack: Stack, concurrency: int) -> netns.Namespace:
-    """A worker node of its own in a network namespace, for the partition faults to cut off;
-    the namespace is the caller's to close."""
-    namespace = netns.Namespace(
-        {
-            # Where the roles reach the database: the stack's pooler, or the server.
-            "postgres": make_url(stack.env()["DATABASE_URL"]).port or 5432,
-            "redis": stack.redis.port,  # type: ignore[union-attr]
-            "platform": stack.sandbox_port,
-        }
-    ).open()
-    env = netns.reachable_urls(namespace, stack.env(), ["DATABASE_URL", "REDIS_URL", "SANDBOX_URL"])
-    try:
-        stack.start_worker(
-            "worker-partitioned", concurrency=concurrency, prefix=namespace.prefix(), env=env
-        )
-    except BaseException:
-        namespace.close()
-        raise
-    return namespace
 
 
 def _local_tenant(

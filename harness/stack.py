@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import redis
+from sqlalchemy import make_url
+
+from harness import netns
 
 if TYPE_CHECKING:
     from harness.pgbouncer import PrivatePgBouncer
@@ -279,6 +282,28 @@ class Stack:
         )
         wait_until(ready, 60, what=f"{name} ready")
         return proc
+
+    def start_namespaced_worker(self, name: str, concurrency: int) -> netns.Namespace:
+        """A publishing worker node in a network namespace of its own (harness/netns.py),
+        reaching PostgreSQL (through the stack's pooler, if any), Redis and the sandbox only
+        through the namespace's relays, so each can be cut off alone. The namespace is the
+        caller's to close."""
+        namespace = netns.Namespace(
+            {
+                "postgres": make_url(self.env()["DATABASE_URL"]).port or 5432,
+                "redis": self.redis.port,  # type: ignore[union-attr]
+                "platform": self.sandbox_port,
+            }
+        ).open()
+        env = netns.reachable_urls(
+            namespace, self.env(), ["DATABASE_URL", "REDIS_URL", "SANDBOX_URL"]
+        )
+        try:
+            self.start_worker(name, concurrency=concurrency, prefix=namespace.prefix(), env=env)
+        except BaseException:
+            namespace.close()
+            raise
+        return namespace
 
     def start(self) -> Stack:
         self.tmpdir.mkdir(parents=True, exist_ok=True)

@@ -65,10 +65,23 @@ def test_a_disconnect_cancels_what_has_not_gone_out_and_lets_the_rest_complete(
         assert not posts.begin_upload(
             tx.session, claimed, claimed_token, "w1", now=utcnow(), lease=lease
         )
-        assert posts.record_uploaded(
-            tx.session, started, external_id="ext-1", external_url=None, now=utcnow()
+        assert (
+            posts.record_uploaded(
+                tx.session, started, external_id="ext-1", external_url=None, now=utcnow()
+            )
+            is posts.Recorded.NOW
+        )
+    # A late second record of the same platform post (a retried commit, a worker back from a
+    # partition) finds it made and writes nothing.
+    with transaction() as tx:
+        assert (
+            posts.record_uploaded(
+                tx.session, started, external_id="ext-1", external_url=None, now=utcnow()
+            )
+            is posts.Recorded.ALREADY
         )
     assert _status(started) == "published"
+    assert _types(started).count("post.published") == 1
     assert _types(account)[-1] == "social_account.revoked"
     with new_session() as session:
         canceled = session.scalars(

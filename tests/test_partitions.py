@@ -18,10 +18,9 @@ import httpx
 import pytest
 from celery import Celery
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from harness import netns
-from harness.netns import Namespace, reachable_urls
+from harness.netns import Namespace
 from harness.stack import Stack, children_of, wait_until
 from shared.kit.db import new_session
 from shared.models import Event, ScheduledPost
@@ -102,19 +101,10 @@ def part(partition_database: str) -> Iterator[Partitioned]:
     control: Celery | None = None
     try:
         stack.start()
-        ns = Namespace(
-            {
-                # Where the roles reach the database: the stack's pooler, or the server.
-                "postgres": make_url(stack.env()["DATABASE_URL"]).port or 5432,
-                "redis": stack.redis.port,  # type: ignore[union-attr]
-                "platform": stack.sandbox_port,
-            }
-        ).open()
-        env = reachable_urls(ns, stack.env(), ["DATABASE_URL", "REDIS_URL", "SANDBOX_URL"])
         # Concurrency 1: while its one process is held in a partition, the node (prefetching
         # one message per process) takes no other task, so what the reaper hands out runs
         # outside.
-        stack.start_worker(NODE, concurrency=1, prefix=ns.prefix(), env=env)
+        ns = stack.start_namespaced_worker(NODE, concurrency=1)
         control = Celery(broker=stack.redis_url)
         yield Partitioned(
             stack, ns, f"http://{ns.address('platform')}:{ns.port('platform')}", control
@@ -171,11 +161,19 @@ def _node_log(part: Partitioned) -> str:
 
 
 def _late_records(part: Partitioned, post_id: str) -> int:
-    """How many times the partitioned node came back from recording this post published."""
-    return sum(
-        f'"postId":"{post_id}"' in line and '"transition":"publishing->published"' in line
-        for line in _node_log(part).splitlines()
-    )
+    """How many times the partitioned node came back from recording this post published and
+    found it recorded already (with a transition of its own, the record would have written)."""
+    lines = [line for line in _node_log(part).splitlines() if f'"postId":"{post_id}"' in line]
+    assert not any('"transition":"publishing->published"' in line for line in lines), lines
+    return sum('"event":"already recorded with this platform post"' in line for line in lines)
+
+
+def _one_post_for_the_node(part: Partitioned, api: httpx.Client, tenant: TenantFixture) -> str:
+    """A post due in a second that only the partitioned node may take: its id."""
+    part.only_partitioned_consumes()
+    cid = upload(api, tenant)
+    (post,) = schedule(api, tenant, cid, at(1), [tenant.extra_accounts[0]])
+    return str(post["id"])
 
 
 def test_cut_from_postgres_after_the_point_of_no_return(
@@ -194,11 +192,8 @@ def test_cut_from_postgres_after_the_point_of_no_return(
     through `_ours`, and `record_failed`'s `dispatch_version != token`, which the reaper's
     `reap_expired` bumped.)"""
     stack, ns = part.stack, part.ns
-    part.only_partitioned_consumes()
     stack.arm(after_upload=2)
-    cid = upload(api, tenant)
-    (post,) = schedule(api, tenant, cid, at(1), [tenant.extra_accounts[0]])
-    post_id = str(post["id"])
+    post_id = _one_post_for_the_node(part, api, tenant)
     pid = stack.failpoint_pid("after_upload", post_id)
     assert pid in children_of(part.node_pid), "the post went to the outside worker"
     ns.cut("postgres")
@@ -215,8 +210,8 @@ def test_cut_from_postgres_after_the_point_of_no_return(
     assert time.monotonic() - cut_at > LEASE_S
     recorded_at = row.updated_at
     # The node is still inside its task, its record stuck in the partition; healed, it
-    # finishes (and logs the transition it found made: record_uploaded answers True for a
-    # post already recorded with the same external id).
+    # finishes and finds the post recorded with the same platform post: no write, no
+    # transition of its own.
     assert _late_records(part, post_id) == 0
     ns.heal("postgres")
     wait_until(
@@ -276,11 +271,8 @@ def test_cut_from_the_platform_mid_upload(
     task, which asks by key, never uploads blind. Healed, the post is found and recorded: one
     ledger entry, nothing stuck."""
     stack, ns = part.stack, part.ns
-    part.only_partitioned_consumes()
     stack.set_faults(latency_ms=1500)
-    cid = upload(api, tenant)
-    (post,) = schedule(api, tenant, cid, at(1), [tenant.extra_accounts[0]])
-    post_id = str(post["id"])
+    post_id = _one_post_for_the_node(part, api, tenant)
 
     def uploading() -> ScheduledPost | None:
         row = _rows([post_id])[post_id]

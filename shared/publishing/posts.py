@@ -763,10 +763,19 @@ def wait_for_platform(
     return waiting
 
 
+class Recorded(StrEnum):
+    """What `record_uploaded` found: it made the change, or the post was already recorded
+    with the same platform post (a retried commit, or the reconciler got there first)."""
+
+    NOW = "now"
+    ALREADY = "already"
+
+
 def record_uploaded(
     session: Session, post_id: str, *, external_id: str, external_url: str | None, now: datetime
-) -> bool:
-    """Record the platform's post: `published`, or `draft` for a draft-mode post.
+) -> Recorded | None:
+    """Record the platform's post: `published`, or `draft` for a draft-mode post; None when
+    the post is no longer one to record (canceled before its upload, failed, reassigned).
 
     The platform's answer is the truth once the upload has started, whoever holds the lease.
     """
@@ -779,15 +788,15 @@ def record_uploaded(
     )
     if post is not None:
         post_event(session, EventType.POST_PUBLISHED, post)
-        return True
+        return Recorded.NOW
     post = _lock_for_worker(session, post_id)
     if post is not None and post.external_id == external_id:
-        return True  # already recorded (a retried commit, or the reconciler got there first)
+        return Recorded.ALREADY
     if post is None or post.status != PostStatus.PUBLISHING or post.upload_started_at is None:
-        return False
+        return None
     _deliver(post, external_id, external_url, now)
     post_event(session, EventType.POST_PUBLISHED, post)
-    return True
+    return Recorded.NOW
 
 
 def _deliver(

@@ -468,8 +468,15 @@ def _record(
                 now=utcnow(),
             )
         )
-        if recorded:
+        if recorded is posts.Recorded.NOW:
             logs.transition(post_id, None, "publishing->published", externalId=result.external_id)
+        elif recorded is posts.Recorded.ALREADY:
+            # A late record (a partitioned worker back after the reaper's reconciler): the
+            # change was made, by another; nothing was written.
+            log.info(
+                "already recorded with this platform post",
+                extra={"postId": post_id, "externalId": result.external_id},
+            )
         return Outcome.PUBLISHED
     recorded = run_in_transaction(
         lambda tx: posts.record_failed(
