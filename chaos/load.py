@@ -8,6 +8,7 @@ import itertools
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,6 +92,11 @@ class Client:
         return r
 
 
+# How long a wave's content upload is retried while the API refuses it (a PostgreSQL restart
+# lasts seconds; a wave kept waiting longer is a fault of its own).
+UPLOAD_RETRY_S = 120.0
+
+
 class Load:
     """Runs a Plan against a project's accounts; the post ids it created are in `post_ids`."""
 
@@ -139,18 +145,30 @@ class Load:
             job.run()
 
     def _container(self) -> tuple[str, str]:
-        """A new content container: its id and its caption (unique, see `_run_tag`)."""
+        """A new content container: its id and its caption (unique, see `_run_tag`). Its
+        wave needs it, so a refusal the API says to retry (503 while PostgreSQL restarts,
+        429) or no answer is retried as a careful client does: with backoff, under one
+        Idempotency-Key, for up to UPLOAD_RETRY_S."""
         caption = f"chaos {self._run_tag}-{next(self._serial)}"
-        r = self.client.call(
-            "upload",
-            "POST",
-            f"/v1/projects/{self.project_id}/content/upload",
-            json={"caption": caption, "media": [{"url": "https://cdn.example.com/c.mp4"}]},
-        )
-        assert r is not None and r.status_code == 201, r and r.text
-        cid = str(r.json()["id"])
-        self.container_ids.append(cid)
-        return cid, caption
+        key = f"chaos-upload-{uuid.uuid4().hex}"
+        deadline = time.monotonic() + UPLOAD_RETRY_S
+        for attempt in itertools.count():
+            r = self.client.call(
+                "upload",
+                "POST",
+                f"/v1/projects/{self.project_id}/content/upload",
+                json={"caption": caption, "media": [{"url": "https://cdn.example.com/c.mp4"}]},
+                headers={"Idempotency-Key": key},
+            )
+            if r is not None and r.status_code == 201:
+                cid = str(r.json()["id"])
+                self.container_ids.append(cid)
+                return cid, caption
+            retry = r is None or r.status_code in (429, 503)
+            assert retry and time.monotonic() < deadline, r and r.text
+            # Not from `rng`: the seeded plan draws the same numbers whatever was refused.
+            time.sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
 
     def _follow_up(self, post: dict[str, Any]) -> None:
         """Cancels, reschedules and reads around this post's instant."""

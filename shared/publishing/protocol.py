@@ -459,7 +459,7 @@ def _record(
     if isinstance(result, Accepted):
         return _record_accepted(post_id, token, owner, result, settings or get_settings())
     if isinstance(result, Uploaded):
-        recorded = run_in_transaction(
+        uploaded = run_in_transaction(
             lambda tx: posts.record_uploaded(
                 tx.session,
                 post_id,
@@ -468,9 +468,9 @@ def _record(
                 now=utcnow(),
             )
         )
-        if recorded is posts.Recorded.NOW:
+        if uploaded is posts.Recorded.NOW:
             logs.transition(post_id, None, "publishing->published", externalId=result.external_id)
-        elif recorded is posts.Recorded.ALREADY:
+        elif uploaded is posts.Recorded.ALREADY:
             # A late record (a partitioned worker back after the reaper's reconciler): the
             # change was made, by another; nothing was written.
             log.info(
