@@ -1,8 +1,9 @@
 """The dispatcher's give-up of a lost task backs off (shared/kit/redispatch.py): a post whose
-task it replaced is replaced again only after twice the grace, then four times, at most
-eight. A backlog slower to drain than the grace would otherwise have every waiting task made
-stale before a worker reached it, for ever. In one transaction, rolled back, whose row lock
-keeps a running stack's dispatcher (same database) off the post."""
+task it replaced is replaced again only after twice the grace, then four times, eight,
+sixteen, until a task claims it. A backlog slower to drain than the grace would otherwise
+have every waiting task made stale before a worker reached it, for ever. In one transaction,
+rolled back, whose row lock keeps a running stack's dispatcher (same database) off the
+post."""
 
 from __future__ import annotations
 
@@ -41,10 +42,17 @@ def test_each_give_up_of_one_posts_task_waits_twice_as_long() -> None:
 
         assert redispatched(t)  # the first give-up: one grace
         assert (post.redispatches, post.dispatch_version) == (1, token + 1)
-        for times in (2, 4, 8, 8):
+        for times in (2, 4, 8, 16):
             sent_at = post.dispatched_at
             assert sent_at is not None
             assert not redispatched(sent_at + GRACE * times - timedelta(seconds=1))
             assert redispatched(sent_at + GRACE * times + timedelta(seconds=1))
         assert post.redispatches == 5
+        # A task claims it at last: the count starts again.
+        claim = posts.claim(
+            session, post_id, post.dispatch_version, "w:1:t", now=utcnow(), lease=GRACE
+        )
+        assert claim.result == posts.ClaimResult.CLAIMED, claim
+        session.refresh(post)
+        assert (post.status, post.redispatches) == ("publishing", 0)
         session.rollback()

@@ -18,7 +18,7 @@ from shared.events import Actor
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
 from shared.kit.errors import Validation
-from shared.kit.settings import Settings
+from shared.kit.settings import Settings, get_settings
 from shared.models import WebhookDelivery, WebhookEndpoint
 from shared.publishing import posts
 from shared.publishing.protocol import dispatch_once
@@ -442,8 +442,10 @@ def test_each_re_arm_of_one_delivery_waits_twice_as_long(
     client: TestClient, tenant: TenantFixture
 ) -> None:
     """A delivery re-armed as lost is re-armed again only after twice the grace, then four
-    times, at most eight: a backlog slower than the grace still drains (shared/kit/redispatch.py).
-    All in one transaction, rolled back, whose row lock keeps any running dispatcher off it."""
+    times, eight, sixteen, until an attempt of it begins: a backlog slower than the grace still
+    drains (shared/kit/redispatch.py), and a message lost after that is replaced within one
+    grace again. All in one transaction, rolled back, whose row lock keeps any running
+    dispatcher off it."""
     _register(client, tenant, "https://hooks.example.com/in", ["post.scheduled"])
     due_post(tenant, "backlog", platform="tiktok")
     grace = timedelta(seconds=60)
@@ -463,9 +465,22 @@ def test_each_re_arm_of_one_delivery_waits_twice_as_long(
             return delivery.id in {j.delivery_id for j in jobs}
 
         assert rearmed(t)  # the first time: one grace overdue
-        for times in (2, 4, 8, 8):
+        for times in (2, 4, 8, 16):
             armed_at = delivery.next_attempt_at
             assert armed_at is not None
             assert not rearmed(armed_at + grace * times - timedelta(seconds=1))
             assert rearmed(armed_at + grace * times + timedelta(seconds=1))
+        assert delivery.rearms == 5
+        began_at = delivery.next_attempt_at
+        assert began_at is not None
+        taken = deliveries.begin_attempt(
+            session, delivery.id, delivery.token, settings=get_settings(), now=began_at
+        )
+        assert isinstance(taken, deliveries.Attempt)
+        assert delivery.rearms == 0
+        # Its worker died mid-attempt: the attempt is overdue once its timeout has passed,
+        # and one grace later it is re-armed.
+        overdue = delivery.next_attempt_at
+        assert overdue is not None
+        assert rearmed(overdue + grace + timedelta(seconds=1))
         session.rollback()

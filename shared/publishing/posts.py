@@ -393,8 +393,8 @@ def dispatch_due(
     A post whose task should have run by now but never claimed it (the message was lost with
     Redis) gets a new token and a new task; the lost one, should it surface, does nothing.
     A post waiting out a platform outage is due at its `retry_at`, not before. Each time a
-    post's task is given up as lost the next give-up waits twice as long (up to eight times
-    the grace): a backlog slower to drain than the grace would
+    post's task is given up as lost the next give-up waits twice as long (until a task claims
+    it): a backlog slower to drain than the grace would
     otherwise have every task re-sent, and made stale, before it is reached, for ever
     (shared/kit/redispatch.py).
     """
@@ -483,7 +483,8 @@ def _new_post() -> ScheduledPost:
 
 _CLAIM: Final = _driver_sql(
     "UPDATE scheduled_posts SET status = 'publishing', attempted_at = :now, owner = :owner,"
-    " lease_expires_at = :lease_until, attempts = attempts + 1, updated_at = :now"
+    " lease_expires_at = :lease_until, attempts = attempts + 1, redispatches = 0,"
+    " updated_at = :now"
     " WHERE id = :id AND status = 'queued' AND dispatch_version = :token"
     " AND scheduled_for <= :due_by"
 )

@@ -171,6 +171,7 @@ def begin_attempt(
     event = session.get(Event, delivery.event_id)
     assert event is not None
     delivery.attempts += 1
+    delivery.rearms = 0  # a task of it ran: a later give-up waits one grace again
     delivery.next_attempt_at = now + timedelta(seconds=settings.webhook_timeout_s) + ATTEMPT_MARGIN
     delivery.updated_at = now
     body = body_of(delivery, event)
