@@ -41,7 +41,8 @@ def test_each_give_up_of_one_posts_task_waits_twice_as_long() -> None:
             return post_id in {d.post_id for d in due}
 
         assert redispatched(t)  # the first give-up: one grace
-        assert (post.redispatches, post.dispatch_version) == (1, token + 1)
+        # A copy of the task, under the same token: the first, if merely late, stays good.
+        assert (post.redispatches, post.dispatch_version) == (1, token)
         for times in (2, 4, 8, 16):
             sent_at = post.dispatched_at
             assert sent_at is not None

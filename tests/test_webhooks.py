@@ -345,6 +345,8 @@ def test_nothing_is_delivered_for_a_transition_that_rolled_back(
 def test_a_lost_delivery_message_is_re_armed_and_the_old_one_does_nothing(
     client: TestClient, tenant: TenantFixture
 ) -> None:
+    """The dispatcher re-arms an overdue delivery with a copy of its task (same token); the
+    copy that runs first delivers, and the other, should it surface, does nothing."""
     with serving(Receiver()) as rx:
         _register(client, tenant, rx.url, ["post.scheduled"])
         due_post(tenant, "lost", platform="tiktok")
@@ -355,12 +357,12 @@ def test_a_lost_delivery_message_is_re_armed_and_the_old_one_does_nothing(
             assert delivery is not None
             delivery.next_attempt_at = utcnow() - timedelta(minutes=5)
         dispatch_once()
-        [(same, new_token)] = _due()
-        assert (same, new_token) == (delivery_id, token + 1)
+        [(same, copy_token)] = _due()
+        assert (same, copy_token) == (delivery_id, token)
+        assert run_delivery(delivery_id, copy_token, settings=FAST) == "succeeded"
+        # Delivered once: the lost one surfacing, or the same task again, does nothing.
         assert run_delivery(delivery_id, token, settings=FAST) == "stale"
-        assert run_delivery(delivery_id, new_token, settings=FAST) == "succeeded"
-        # Delivered once: the same task again does nothing.
-        assert run_delivery(delivery_id, new_token, settings=FAST) == "stale"
+        assert run_delivery(delivery_id, copy_token, settings=FAST) == "stale"
     assert len(rx.received) == 1
 
 
@@ -441,8 +443,9 @@ def test_a_ping_reaches_one_endpoint_signed(client: TestClient, tenant: TenantFi
 def test_each_re_arm_of_one_delivery_waits_twice_as_long(
     client: TestClient, tenant: TenantFixture
 ) -> None:
-    """A delivery re-armed as lost is re-armed again only after twice the grace, then four
-    times, eight, sixteen, until an attempt of it begins: a backlog slower than the grace still
+    """A delivery re-armed as lost gets a copy of its task under the same token, again only
+    after twice the grace, then four times, eight, sixteen, until an attempt of it begins,
+    which takes the token from every other copy: a backlog slower than the grace still
     drains (shared/kit/redispatch.py), and a message lost after that is replaced within one
     grace again. All in one transaction, rolled back, whose row lock keeps any running
     dispatcher off it."""
@@ -458,11 +461,14 @@ def test_each_re_arm_of_one_delivery_waits_twice_as_long(
         t = utcnow()
         delivery.next_attempt_at = t - grace - timedelta(seconds=1)
         session.flush()
+        first = delivery.token
 
         def rearmed(at: datetime) -> bool:
             jobs = deliveries.rearm_lost(session, now=at, grace=grace, limit=100_000)
             session.flush()
-            return delivery.id in {j.delivery_id for j in jobs}
+            copies = [j for j in jobs if j.delivery_id == delivery.id]
+            assert all(j.token == delivery.token for j in copies)
+            return bool(copies)
 
         assert rearmed(t)  # the first time: one grace overdue
         for times in (2, 4, 8, 16):
@@ -470,14 +476,19 @@ def test_each_re_arm_of_one_delivery_waits_twice_as_long(
             assert armed_at is not None
             assert not rearmed(armed_at + grace * times - timedelta(seconds=1))
             assert rearmed(armed_at + grace * times + timedelta(seconds=1))
-        assert delivery.rearms == 5
+        assert (delivery.rearms, delivery.token) == (5, first)
         began_at = delivery.next_attempt_at
         assert began_at is not None
         taken = deliveries.begin_attempt(
             session, delivery.id, delivery.token, settings=get_settings(), now=began_at
         )
         assert isinstance(taken, deliveries.Attempt)
-        assert delivery.rearms == 0
+        assert (delivery.rearms, taken.token) == (0, first + 1)
+        # Any other copy of the task, reached later, finds the token taken.
+        late = deliveries.begin_attempt(
+            session, delivery.id, first, settings=get_settings(), now=began_at
+        )
+        assert late is deliveries.Skip.STALE
         # Its worker died mid-attempt: the attempt is overdue once its timeout has passed,
         # and one grace later it is re-armed.
         overdue = delivery.next_attempt_at

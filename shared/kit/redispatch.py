@@ -2,16 +2,21 @@
 
 A queued post whose task has not claimed it `REDISPATCH_GRACE_S` after its time, or a
 webhook delivery whose attempt is that overdue, is taken for lost (Redis emptied, a worker
-killed) and gets a new token and a new task. But a backlog that takes longer than the grace
-to drain looks the same: re-sending then makes the task still waiting in the queue stale,
-and its replacement waits behind the same backlog, to be re-sent in turn, for ever. So each
-give-up of the same row waits twice as long as the last, up to LOST_BACKOFF_MAX graces, and
-the count starts again once a task of the row has run (a post claimed, a delivery's attempt
-begun): a truly lost message is still replaced within a grace or two, and a backlog however
-long costs each row a few re-sends (about log2 of its wait over the grace) before its task
-runs, so the queue drains. A cap of a few graces is not enough: a long run of 20,000 posts
-with webhooks on a saturated two-core machine had 80,000 deliveries re-armed every 40 s
-behind a queue that took longer than that to reach them, and none delivered for minutes.
+killed) and gets a copy of its task. But a backlog that takes longer than the grace to drain
+looks the same. So:
+
+- The copy carries the same token: the task still waiting in the queue stays good, and
+  whichever runs first claims the post or takes the attempt; the other finds it done. A
+  copy under a new token would make the queued one stale, and under a backlog slower than
+  the grace only the newest copy, always at the back of the queue, could ever run. A long
+  run of 20,000 posts with webhooks on a saturated two-core machine showed it: 80,000
+  deliveries re-armed again and again, every message the worker reached stale, none
+  delivered for minutes.
+- Each give-up of the same row waits twice as long as the last, up to LOST_BACKOFF_MAX
+  graces, and the count starts again once a task of the row has run (a post claimed, a
+  delivery's attempt begun): a truly lost message is still replaced within a grace or two,
+  and a backlog however long costs each row a few copies (about log2 of its wait over the
+  grace), not one every grace.
 """
 
 from __future__ import annotations

@@ -391,12 +391,11 @@ def dispatch_due(
     """Give a task to each `queued` post due within the horizon that has no live task.
 
     A post whose task should have run by now but never claimed it (the message was lost with
-    Redis) gets a new token and a new task; the lost one, should it surface, does nothing.
-    A post waiting out a platform outage is due at its `retry_at`, not before. Each time a
-    post's task is given up as lost the next give-up waits twice as long (until a task claims
-    it): a backlog slower to drain than the grace would
-    otherwise have every task re-sent, and made stale, before it is reached, for ever
-    (shared/kit/redispatch.py).
+    Redis) gets a copy of its task under the same token; should the first surface, the one
+    that claims first wins. A post waiting out a platform outage is due at its `retry_at`,
+    not before. Each time a post's task is given up as lost the next give-up waits twice as
+    long (until a task claims it), so a backlog slower to drain than the grace costs a few
+    copies per post, not one every grace (shared/kit/redispatch.py).
     """
     due_at = func.greatest(ScheduledPost.scheduled_for, ScheduledPost.retry_at)
     lost_after = lost_backoff(grace, ScheduledPost.redispatches)
@@ -418,7 +417,11 @@ def dispatch_due(
     out = []
     for post in rows:
         if post.task_id is not None:
-            post.dispatch_version += 1
+            # A copy of the lost task under the same token, not a replacement: if the first
+            # is merely waiting behind a backlog it stays good, whichever claims first wins
+            # and the other finds the post claimed (a new token would make the queued task
+            # stale, and under a backlog slower than the grace only the newest copy, always
+            # at the back of the queue, could claim).
             post.redispatches += 1
         post.task_id = str(uuid.uuid4())
         post.dispatched_at = now

@@ -4,7 +4,8 @@ sent by a task after commit, retried on the schedule, re-armed when a message is
 The lifecycle, every step under the delivery's row lock with its token:
 - `fan_out` (from `shared.events.append`): a `pending` delivery for each enabled endpoint
   that takes the event's type, due now, its task sent after commit.
-- `begin_attempt`: the task's token still current, the endpoint enabled: `attempts + 1`, and
+- `begin_attempt`: the task's token still current, the endpoint enabled: `attempts + 1`, the
+  token taken by the attempt (+1: a copy of the task finds it moved on), and
   `next_attempt_at` pushed past the attempt's timeout (a lease: the re-arm leaves a running
   attempt alone). The POST happens with no transaction open.
 - `finish_attempt`: the attempt's row, then `succeeded`; or `failed` (a 4xx other than 408
@@ -12,7 +13,8 @@ The lifecycle, every step under the delivery's row lock with its token:
   token; or `abandoned` once the schedule has run out. The endpoint's run of failures, and
   `auto_paused` when it reaches WEBHOOK_PAUSE_AFTER.
 - `rearm_lost` (the dispatcher's tick): a pending delivery of an enabled endpoint whose
-  attempt is `REDISPATCH_GRACE_S` overdue gets a new token and a task now.
+  attempt is `REDISPATCH_GRACE_S` overdue gets a copy of its task now, under its current
+  token (shared/kit/redispatch.py).
 
 A receiver may see a delivery twice (a worker that died after the POST, before recording
 it): it dedupes on `X-Layers-Event-Id`, which every attempt of a delivery carries.
@@ -75,8 +77,11 @@ def _send_job(job: DeliveryJob) -> None:
     send_delivery(job)
 
 
-def _arm(delivery: WebhookDelivery, eta: datetime, now: datetime) -> DeliveryJob:
-    delivery.token += 1
+def _arm(
+    delivery: WebhookDelivery, eta: datetime, now: datetime, *, new_token: bool = True
+) -> DeliveryJob:
+    if new_token:
+        delivery.token += 1
     delivery.task_id = str(uuid.uuid4())
     delivery.next_attempt_at = eta
     delivery.updated_at = now
@@ -171,6 +176,9 @@ def begin_attempt(
     event = session.get(Event, delivery.event_id)
     assert event is not None
     delivery.attempts += 1
+    # The attempt takes the token: any copy of this task still queued (re-sent by
+    # `rearm_lost`) finds it moved on, and the attempt's own record carries the new one.
+    delivery.token += 1
     delivery.rearms = 0  # a task of it ran: a later give-up waits one grace again
     delivery.next_attempt_at = now + timedelta(seconds=settings.webhook_timeout_s) + ATTEMPT_MARGIN
     delivery.updated_at = now
@@ -182,7 +190,13 @@ def begin_attempt(
         "X-Layers-Signature": signed,
     }
     return Attempt(
-        delivery.id, token, delivery.attempts, endpoint.url, body, headers, event.created_at
+        delivery.id,
+        delivery.token,
+        delivery.attempts,
+        endpoint.url,
+        body,
+        headers,
+        event.created_at,
     )
 
 
@@ -311,7 +325,11 @@ def rearm_lost(
     ).all()
     for delivery in rows:
         delivery.rearms += 1
-    return [_arm(d, now, now) for d in rows]
+    # A copy of the task, under the same token, not a replacement: a message merely waiting
+    # behind a backlog stays good, and whichever copy runs first takes the attempt. With a
+    # new token each re-send made the queued one stale, and under a backlog slower than the
+    # grace only the newest copy, always at the back of the queue, could ever run.
+    return [_arm(d, now, now, new_token=False) for d in rows]
 
 
 def resume(session: Session, endpoint_id: str, now: datetime) -> int:
