@@ -73,7 +73,10 @@ CHAOS_ENV = {
 }
 # A local run's webhook endpoints take these, on two receivers: one that takes everything,
 # one that fails every event's first attempt and a fifth of the others (seeded).
-HOOKED = ["post.scheduled", "post.published", "post.failed", "post.canceled"]
+# The outcomes, which invariant 8 checks; not `post.scheduled`, two in three of a run's events
+# and never checked, whose deliveries alone outran the webhook worker of a long run on a
+# two-core machine.
+HOOKED = ["post.published", "post.failed", "post.canceled"]
 
 
 # The Instagram and the TikTok accounts of an `--adapter emulator` run, each issued by the
