@@ -309,6 +309,16 @@ class ConflictDetails(BaseModel):
     )
 
 
+class PlatformErrorDetails(BaseModel):
+    platformCode: str = Field(
+        description="The platform's own code for its refusal: Graph's `code` or "
+        "`code/subcode` (e.g. `190`, an invalid or expired token), TikTok's `error.code` "
+        "(e.g. `access_token_invalid`)."
+    )
+    socialAccountId: str = Field(description="The account the platform refuses.")
+    path: str = Field(description="The target naming it, e.g. `targets[0].socialAccountId`.")
+
+
 class IdempotencyConflictDetails(BaseModel):
     idempotencyKey: str
 
@@ -397,6 +407,14 @@ ERROR_KINDS: Final = (
         ContentStatusDetails,
     ),
     ErrorKind(
+        "PLATFORM_ERROR",
+        409,
+        "PlatformError",
+        "Publish-now to an account whose token the platform refuses (`reauth_required`): "
+        "reconnect it. Nothing is saved; `details.platformCode` is the platform's code.",
+        PlatformErrorDetails,
+    ),
+    ErrorKind(
         "IDEMPOTENCY_CONFLICT",
         409,
         "IdempotencyConflict",
@@ -447,6 +465,7 @@ ErrorCode = TypeAliasType(
             "REQUEST_TIMEOUT",
             "CONFLICT",
             "CONTENT_REJECTED",
+            "PLATFORM_ERROR",
             "IDEMPOTENCY_CONFLICT",
             "PAYLOAD_TOO_LARGE",
             "VALIDATION",

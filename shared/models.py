@@ -173,6 +173,8 @@ class SocialAccount(Base):
     )
     # Why the account needs reauthorization, as the platform said it.
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # The platform's own code for that refusal (Graph's `190`, TikTok's `access_token_invalid`).
+    status_platform_code: Mapped[str | None] = mapped_column(Text)
     connected_at: Mapped[datetime] = _now()
     created_at: Mapped[datetime] = _now()
 

@@ -112,7 +112,12 @@ def schedule(
     status_code=201,
     response_model=ScheduledPostsCreated,
     responses=errors(
-        "APPROVAL_REQUIRED", "NOT_FOUND", "CONTENT_REJECTED", "IDEMPOTENCY_CONFLICT", body=True
+        "APPROVAL_REQUIRED",
+        "NOT_FOUND",
+        "CONTENT_REJECTED",
+        "PLATFORM_ERROR",
+        "IDEMPOTENCY_CONFLICT",
+        body=True,
     ),
     operation_id="publishContentNow",
 )
@@ -126,7 +131,9 @@ def publish_now(
     """Publish now: due in 30 s, the caller's window to cancel a mistaken publish. Idempotent.
 
     Content awaiting approval is 403 APPROVAL_REQUIRED (nothing saved); rejected content is
-    409 CONTENT_REJECTED."""
+    409 CONTENT_REJECTED; a target whose platform refuses the account's token
+    (`reauth_required`) is 409 PLATFORM_ERROR with the platform's `details.platformCode`,
+    nothing saved: reconnect the account."""
     now = utcnow()
 
     def work(tx: Tx) -> Response:

@@ -310,6 +310,7 @@ def _reconnect(
     account.token_expires_at = now + timedelta(seconds=expires_in) if expires_in else None
     account.status = AccountStatus.CONNECTED.value
     account.status_reason = None
+    account.status_platform_code = None
     account.connected_at = now
     return account
 

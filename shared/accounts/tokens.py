@@ -20,7 +20,7 @@ from shared.kit.clock import utcnow
 from shared.kit.db import Tx, run_in_transaction
 from shared.kit.settings import Settings
 from shared.models import AccountStatus, SocialAccount
-from shared.publishing.platforms import PlatformError, Refreshed
+from shared.publishing.platforms import PlatformError, Refreshed, dead_token_code
 
 log = logging.getLogger("publisher.accounts")
 
@@ -34,13 +34,17 @@ def lock_account(session: Session, account_id: str) -> SocialAccount:
     ).one()
 
 
-def mark_reauth_required(session: Session, account_id: str, reason: str) -> None:
-    """The platform refuses this account's token for good: the user must reconnect it."""
+def mark_reauth_required(
+    session: Session, account_id: str, reason: str, platform_code: str | None = None
+) -> None:
+    """The platform refuses this account's token for good: the user must reconnect it.
+    `platform_code`: the platform's code for it; unset, the one it answers a dead token with."""
     account = lock_account(session, account_id)
     if account.status != AccountStatus.CONNECTED:
         return
     account.status = AccountStatus.REAUTH_REQUIRED.value
     account.status_reason = reason[:500]
+    account.status_platform_code = platform_code or dead_token_code(account.platform)
     account_event(session, EventType.ACCOUNT_NEEDS_REAUTH, account, reason=account.status_reason)
     log.warning(
         "account needs reauthorization", extra={"accountId": account_id, "reason": reason[:200]}
@@ -102,7 +106,7 @@ def ensure_fresh(
             return account
         except PlatformError as exc:
             if exc.token_invalid:
-                mark_reauth_required(tx.session, account_id, str(exc))
+                mark_reauth_required(tx.session, account_id, str(exc), exc.platform_code)
             else:
                 log.warning(
                     "token refresh failed; keeping the current token",

@@ -57,6 +57,14 @@ class ContentRejected(PublisherError):
     status = 409
 
 
+class PlatformRefused(PublisherError):
+    """A call the platform is known to refuse, the caller's to act on (reconnect the account):
+    `details.platformCode` is the platform's own code."""
+
+    code = "PLATFORM_ERROR"
+    status = 409
+
+
 class IdempotencyConflict(PublisherError):
     code = "IDEMPOTENCY_CONFLICT"
     status = 409

@@ -253,7 +253,15 @@ def classify_graph(response: httpx.Response) -> PlatformError:
 
 
 # TikTok error codes (PLATFORMS.md) that end a post, and those that mean the token is dead.
-TIKTOK_TOKEN_CODES: Final = frozenset({"access_token_invalid"})
+TIKTOK_TOKEN_INVALID: Final = "access_token_invalid"  # noqa: S105 - an error code
+TIKTOK_TOKEN_CODES: Final = frozenset({TIKTOK_TOKEN_INVALID})
+
+
+def dead_token_code(platform: str) -> str:
+    """The code a platform answers an invalid or expired access token with."""
+    return str(GRAPH_TOKEN_INVALID) if platform == "instagram" else TIKTOK_TOKEN_INVALID
+
+
 TIKTOK_RATE_LIMIT: Final = "rate_limit_exceeded"
 
 

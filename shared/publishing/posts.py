@@ -27,7 +27,7 @@ from shared.events import Actor, EventType, post_event
 from shared.kit import ids
 from shared.kit.clock import ceil_second, iso
 from shared.kit.db import driver_connection
-from shared.kit.errors import Conflict, NotFound, Validation
+from shared.kit.errors import Conflict, NotFound, PlatformRefused, Validation
 from shared.kit.redispatch import lost_backoff
 from shared.models import (
     INSTAGRAM_ADAPTER,
@@ -41,7 +41,7 @@ from shared.models import (
     SocialAccount,
 )
 from shared.publishing import platform_rules
-from shared.publishing.platforms import Quota
+from shared.publishing.platforms import Quota, dead_token_code
 
 # An ETA task may fire a hair early (clock granularity, broker timers); never by more than this.
 EARLY_TOLERANCE = timedelta(milliseconds=50)
@@ -118,9 +118,14 @@ def schedule(
     up to a whole second (the resolution of `scheduledFor` on the wire).
 
     With `task_id_for_now` (publish-now) each post gets its task id at once, and the result
-    holds the tasks to send right after commit instead of waiting for the dispatcher.
+    holds the tasks to send right after commit instead of waiting for the dispatcher; a
+    target whose platform refused the account's token is then PLATFORM_ERROR, nothing saved:
+    the post would fail at once, and reconnecting the account is the caller's to do. (A
+    schedule for later is taken: the account may be reconnected before its time.)
     """
     accounts = check_targets(session, actor, container, targets, sandbox_only=sandbox_only)
+    if task_id_for_now:
+        _refuse_dead_tokens(targets, accounts)
     scheduled_for = ceil_second(scheduled_for)
     posts = []
     for t in targets:
@@ -243,6 +248,22 @@ def check_targets(
     if issues:
         raise Validation(issues)
     return accounts
+
+
+def _refuse_dead_tokens(targets: list[Target], accounts: dict[str, SocialAccount]) -> None:
+    for i, t in enumerate(targets):
+        account = accounts[t.social_account_id]
+        if account.status == AccountStatus.REAUTH_REQUIRED:
+            raise PlatformRefused(
+                f"{account.platform} refuses this social account's token: reconnect it"
+                + (f" ({account.status_reason})" if account.status_reason else ""),
+                {
+                    "platformCode": account.status_platform_code
+                    or dead_token_code(account.platform),
+                    "socialAccountId": account.id,
+                    "path": f"targets[{i}].socialAccountId",
+                },
+            )
 
 
 def _platform_issues(

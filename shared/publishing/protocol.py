@@ -208,7 +208,9 @@ def _refused(prepared: Prepared, exc: PlatformError) -> _Failure:
     """A final refusal: the post fails with the error's code; a dead token marks the account."""
     if exc.token_invalid:
         run_in_transaction(
-            lambda tx: tokens.mark_reauth_required(tx.session, prepared.account_id, str(exc))
+            lambda tx: tokens.mark_reauth_required(
+                tx.session, prepared.account_id, str(exc), exc.platform_code
+            )
         )
     return _Failure(exc.failure_code or "PLATFORM_ERROR", str(exc), exc.platform_code)
 

@@ -91,6 +91,7 @@ DETAILS = {
     "PAYLOAD_TOO_LARGE": {"maxBytes"},
     "REQUEST_TIMEOUT": {"timeoutSeconds"},
     "IDEMPOTENCY_CONFLICT": {"idempotencyKey"},
+    "PLATFORM_ERROR": {"platformCode", "socialAccountId", "path"},
 }
 TIME_NAMES = re.compile(r"(At|^scheduledFor|^since|^until)$")
 
@@ -260,7 +261,11 @@ def test_each_answer_lists_the_codes_its_status_can_carry(spec: dict[str, Any]) 
     assert codes("cancelScheduledPost", "409") == {"CONFLICT"}
     assert codes("cancelScheduleIntent", "409") == {"CONFLICT"}
     assert codes("scheduleContent", "409") == {"CONTENT_REJECTED", "IDEMPOTENCY_CONFLICT"}
-    assert codes("publishContentNow", "409") == {"CONTENT_REJECTED", "IDEMPOTENCY_CONFLICT"}
+    assert codes("publishContentNow", "409") == {
+        "CONTENT_REJECTED",
+        "PLATFORM_ERROR",
+        "IDEMPOTENCY_CONFLICT",
+    }
     assert codes("rescheduleScheduledPost", "409") == {"CONFLICT", "IDEMPOTENCY_CONFLICT"}
     assert codes("approveContent", "409") == {"CONFLICT", "IDEMPOTENCY_CONFLICT"}
     assert codes("uploadContent", "409") == {"IDEMPOTENCY_CONFLICT"}
@@ -480,3 +485,17 @@ def test_real_answers_validate_against_the_document(
         for name, header in response["headers"].items():
             if header["required"]:
                 assert name.lower() in r.headers, (name, r.status_code)
+
+
+def test_readiness_503_validates_against_the_document(
+    spec: dict[str, Any], client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis out of reach (a port nothing listens on): the 503 body is the documented one."""
+    unreachable = get_settings().model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    monkeypatch.setattr("api.app.get_settings", lambda: unreachable)
+    r = client.get("/readyz")
+    assert r.status_code == 503, r.text
+    assert r.json()["checks"] == {"database": "ok", "redis": "unavailable: ConnectionError"}
+    response = spec["paths"]["/readyz"]["get"]["responses"]["503"]
+    _validator(spec, response).validate(r.json())
+    assert "x-request-id" in r.headers

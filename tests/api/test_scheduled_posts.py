@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from shared.accounts.accounts import add_social_account
+from shared.accounts.tokens import mark_reauth_required
 from shared.events import Actor
 from shared.kit import ids
 from shared.kit.clock import utcnow
@@ -248,6 +249,52 @@ def test_publish_now_is_due_in_30_seconds_and_sent_to_the_broker(
     canceled = _cancel(client, tenant, items[0]["id"], {"reason": "wrong account"})
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("platform", "given", "expected"),
+    [
+        ("instagram", "190/463", "190/463"),
+        ("tiktok", "access_token_invalid", "access_token_invalid"),
+        # Expired with nothing to refresh it: the code the platform answers a dead token with.
+        ("instagram", None, "190"),
+        ("tiktok", None, "access_token_invalid"),
+    ],
+)
+def test_publish_now_to_an_account_the_platform_refuses_is_platform_error(
+    client: TestClient,
+    tenant: TenantFixture,
+    platform: str,
+    given: str | None,
+    expected: str,
+) -> None:
+    container = upload(client, tenant)
+    refused, fine = (
+        tenant.accounts[platform],
+        tenant.accounts["tiktok" if platform == "instagram" else "instagram"],
+    )
+    with transaction() as tx:
+        mark_reauth_required(tx.session, refused, "the token is no longer valid", given)
+    before = _counts()
+    r = client.post(
+        f"/v1/content/{container}/publish",
+        headers=tenant.headers,
+        json={"targets": [{"socialAccountId": fine}, {"socialAccountId": refused}]},
+    )
+    err = _error(r, 409, "PLATFORM_ERROR")
+    assert err["details"] == {
+        "platformCode": expected,
+        "socialAccountId": refused,
+        "path": "targets[1].socialAccountId",
+    }
+    assert "reconnect" in err["message"]
+    # All or nothing: not even the account that would have worked got a post.
+    assert _counts() == before
+    assert _broker_messages() == []
+
+    # For later, the same target is taken: the account may be reconnected before its time.
+    (later,) = schedule(client, tenant, container, at(600), [refused])
+    assert later["status"] == "queued"
 
 
 def test_list_scheduled_posts_filters_and_order(

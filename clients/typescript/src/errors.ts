@@ -14,13 +14,13 @@ export type ErrorCode =
   | "REQUEST_TIMEOUT"
   | "CONFLICT"
   | "CONTENT_REJECTED"
+  | "PLATFORM_ERROR"
   | "IDEMPOTENCY_CONFLICT"
   | "PAYLOAD_TOO_LARGE"
   | "VALIDATION"
   | "RATE_LIMITED"
   | "INTERNAL"
   | "UNAVAILABLE"
-  | "PLATFORM_ERROR"
   | "HTTP_ERROR";
 
 export interface ErrorInit {
@@ -94,6 +94,19 @@ export class ConflictError extends LayersError {
 
 /** 409: schedule or publish-now of content whose approval was refused. */
 export class ContentRejectedError extends LayersError {}
+
+/**
+ * 409: publish-now to an account whose token the platform refuses (`reauth_required`);
+ * nothing was saved. Reconnect the account; `platformCode` is the platform's own code.
+ */
+export class PlatformError extends LayersError {
+  get platformCode(): string | undefined {
+    return stringOf(this.details["platformCode"]);
+  }
+  get socialAccountId(): string | undefined {
+    return stringOf(this.details["socialAccountId"]);
+  }
+}
 
 /** 409: an `Idempotency-Key` reused with another request (`details.idempotencyKey`). */
 export class IdempotencyConflictError extends LayersError {}
@@ -169,6 +182,7 @@ const CLASSES: Record<string, typeof LayersError> = {
   REQUEST_TIMEOUT: RequestTimeoutError,
   CONFLICT: ConflictError,
   CONTENT_REJECTED: ContentRejectedError,
+  PLATFORM_ERROR: PlatformError,
   IDEMPOTENCY_CONFLICT: IdempotencyConflictError,
   PAYLOAD_TOO_LARGE: PayloadTooLargeError,
   VALIDATION: ValidationError,

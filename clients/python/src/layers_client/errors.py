@@ -105,6 +105,23 @@ class ContentRejectedError(_WithStatus):
     code_of_class = "CONTENT_REJECTED"
 
 
+class PlatformError(LayersError):
+    """409: publish-now to an account whose token the platform refuses; nothing was saved.
+    Reconnect the account; `platform_code` is the platform's own code (Graph's `190`)."""
+
+    code_of_class = "PLATFORM_ERROR"
+
+    @property
+    def platform_code(self) -> str | None:
+        value = self.details.get("platformCode")
+        return value if isinstance(value, str) else None
+
+    @property
+    def social_account_id(self) -> str | None:
+        value = self.details.get("socialAccountId")
+        return value if isinstance(value, str) else None
+
+
 class IdempotencyConflictError(LayersError):
     """409: an Idempotency-Key reused with another request."""
 
@@ -204,6 +221,7 @@ ERROR_CLASSES: Mapping[str, type[LayersError]] = {
         RequestTimeoutError,
         ConflictError,
         ContentRejectedError,
+        PlatformError,
         IdempotencyConflictError,
         PayloadTooLargeError,
         ValidationError,
