@@ -502,22 +502,30 @@ def test_an_approval_racing_a_cancel_of_its_intent_has_one_outcome(
 ) -> None:
     batch = _pending_batch(tenant, RACES)
     actor = Actor(tenant.organization_id, tenant.key_id, "req-race")
+    def later(call: Callable[[], Any], seed: str) -> Callable[[], Any]:
+        # A seeded delay of up to an approval's length, so one side lands before, during or
+        # after the other's transaction.
+        delay = random.Random(seed).uniform(0, 0.03)
+
+        def delayed() -> Any:
+            time.sleep(delay)
+            return call()
+
+        return delayed
+
 
     def approve(container: str) -> Callable[[], Any]:
         return lambda: _decide(tenant, container, approve=True)
 
     def cancel(intent: str) -> Callable[[], Any]:
-        # A seeded delay of up to an approval's length, so cancels land before, during and
-        # after the approvals' transactions.
-        delay = random.Random(intent).uniform(0, 0.03)
+        return lambda: usecases.cancel_intent(actor, intent, "race", now=utcnow())
 
-        def call() -> Any:
-            time.sleep(delay)
-            return usecases.cancel_intent(actor, intent, "race", now=utcnow())
-
-        return call
-
-    results = _race([(approve(c), cancel(i)) for c, i in batch])
+    # Half the pairs hold back the cancel, half the approval: each side gets its head starts.
+    pairs = [
+        (approve(c), later(cancel(i), i)) if n % 2 else (later(approve(c), i), cancel(i))
+        for n, (c, i) in enumerate(batch)
+    ]
+    results = _race(pairs)
     canceled = promoted = 0
     for (container, intent_id), (_, cancel_result) in zip(batch, results, strict=True):
         intent, made = _intent(intent_id), _posts_of(container)
@@ -532,6 +540,8 @@ def test_an_approval_racing_a_cancel_of_its_intent_has_one_outcome(
             canceled += 1
             assert intent.status == "canceled", intent_id
             assert made == [], f"{intent_id} was canceled (200) but has posts"
+    assert canceled, "no cancel won: the cancels all came after the approvals, no race"
+    assert promoted, "no approval won: the approvals all came after the cancels, no race"
     print(f"\napproval vs cancel: {canceled} cancels won, {promoted} lost to the approval")
 
 
