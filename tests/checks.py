@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import select, text
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, make_url, select, text
 
-from shared.kit.db import engine, new_session, transaction
+from shared.kit.db import drop_database, engine, ensure_database, new_session, transaction
+from shared.kit.migrate import alembic_config
 from shared.kit.settings import Settings
 from shared.models import ScheduledPost, SocialAccount
 from shared.publishing.platforms import (
@@ -133,3 +136,18 @@ def contract_example(language: str) -> str:
     found = re.search(rf"^> ```{language}\n(.*?)^> ```", doc, re.S | re.M)
     assert found, f"docs/api.md has no {language} example"
     return "\n".join(line.removeprefix(">").removeprefix(" ") for line in found[1].splitlines())
+
+
+@contextmanager
+def migration_database(name: str, base_url: str) -> Iterator[tuple[Config, Engine]]:
+    """An empty database of its own (dropped after), for a migration test to walk up and
+    down: its alembic config and an engine on it."""
+    url = str(make_url(base_url).set(database=name))
+    drop_database(url)
+    ensure_database(url)
+    db = create_engine(url)
+    try:
+        yield alembic_config(url), db
+    finally:
+        db.dispose()
+        drop_database(url)

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from alembic import command
+from sqlalchemy import inspect, select, text
 
 from cli.main import main
 from harness.stack import ROOT, free_port, wait_until
@@ -27,7 +28,8 @@ from shared.kit.clock import utcnow
 from shared.kit.db import transaction
 from shared.kit.settings import get_settings
 from shared.models import INSTAGRAM_ADAPTER, SANDBOX_ADAPTER, SocialAccount
-from tests.checks import counts
+from tests.checks import counts, migration_database
+from tests.conftest import TEST_DATABASE_URL
 from tests.factories import TenantFixture
 
 TENANT_TABLES = ("organizations", "projects", "social_accounts", "api_keys")
@@ -348,3 +350,39 @@ def test_an_empty_token_on_stdin_is_refused(
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
     line = _fails(_connect(tenant.project_id, "17841400000000000", "-"), capsys)
     assert "no access token" in line
+
+
+def test_migration_0014_gives_refused_accounts_their_platforms_code() -> None:
+    """Accounts marked `reauth_required` before 0014 get the code their platform answers a
+    dead token with (publish-now's PLATFORM_ERROR names it); others get none. And back."""
+    accounts = [
+        {"id": "sa_ig", "platform": "instagram", "status": "reauth_required"},
+        {"id": "sa_tt", "platform": "tiktok", "status": "reauth_required"},
+        {"id": "sa_ok", "platform": "tiktok", "status": "connected"},
+    ]
+    project = "INSERT INTO projects (id, organization_id, name) VALUES ('prj_1', 'org_1', 'P')"
+    with migration_database("publisher_test_account_migration", TEST_DATABASE_URL) as (cfg, db):
+        command.upgrade(cfg, "0013")
+        with db.begin() as conn:
+            for statement in (
+                "INSERT INTO organizations (id, name) VALUES ('org_1', 'O')",
+                project,
+            ):
+                conn.execute(text(statement))
+            conn.execute(
+                text(
+                    "INSERT INTO social_accounts (id, organization_id, project_id, platform,"
+                    " handle, adapter, base_url, status) VALUES (:id, 'org_1', 'prj_1',"
+                    " :platform, 'h', 'sandbox', 'http://x', :status)"
+                ),
+                accounts,
+            )
+        command.upgrade(cfg, "head")
+        with db.connect() as conn:
+            codes = dict(
+                conn.execute(text("SELECT id, status_platform_code FROM social_accounts")).all()
+            )
+        assert codes == {"sa_ig": "190", "sa_tt": "access_token_invalid", "sa_ok": None}
+        command.downgrade(cfg, "0013")
+        columns = {c["name"] for c in inspect(db).get_columns("social_accounts")}
+        assert "status_platform_code" not in columns

@@ -15,16 +15,15 @@ from typing import Any
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import func, select, text
 
 from shared.accounts.accounts import disconnect_account
 from shared.content import approval
 from shared.content.containers import create_container
 from shared.events import Actor
 from shared.kit.clock import ceil_second, iso, utcnow
-from shared.kit.db import drop_database, ensure_database, new_session, transaction
+from shared.kit.db import new_session, transaction
 from shared.kit.errors import Conflict
-from shared.kit.migrate import alembic_config
 from shared.kit.settings import get_settings
 from shared.models import (
     ContentContainer,
@@ -36,7 +35,7 @@ from shared.models import (
 from shared.publishing import protocol, usecases
 from shared.publishing.posts import Target
 from shared.webhooks.endpoints import register
-from tests.checks import counts, envelope_error
+from tests.checks import counts, envelope_error, migration_database
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import (
     TenantFixture,
@@ -502,6 +501,7 @@ def test_an_approval_racing_a_cancel_of_its_intent_has_one_outcome(
 ) -> None:
     batch = _pending_batch(tenant, RACES)
     actor = Actor(tenant.organization_id, tenant.key_id, "req-race")
+
     def later(call: Callable[[], Any], seed: str) -> Callable[[], Any]:
         # A seeded delay of up to an approval's length, so one side lands before, during or
         # after the other's transaction.
@@ -512,7 +512,6 @@ def test_an_approval_racing_a_cancel_of_its_intent_has_one_outcome(
             return call()
 
         return delayed
-
 
     def approve(container: str) -> Callable[[], Any]:
         return lambda: _decide(tenant, container, approve=True)
@@ -540,9 +539,9 @@ def test_an_approval_racing_a_cancel_of_its_intent_has_one_outcome(
             canceled += 1
             assert intent.status == "canceled", intent_id
             assert made == [], f"{intent_id} was canceled (200) but has posts"
+    print(f"\napproval vs cancel: {canceled} cancels won, {promoted} lost to the approval")
     assert canceled, "no cancel won: the cancels all came after the approvals, no race"
     assert promoted, "no approval won: the approvals all came after the cancels, no race"
-    print(f"\napproval vs cancel: {canceled} cancels won, {promoted} lost to the approval")
 
 
 def test_two_approvals_at_once_promote_each_intent_once(tenant: TenantFixture) -> None:
@@ -622,13 +621,8 @@ def test_a_schedule_racing_the_approval_is_never_left_blocked(tenant: TenantFixt
 def test_migrations_0009_and_0010_up_and_down() -> None:
     """0009 leaves existing content `completed` and needing no approval, and adds the policy
     (off) and intents; 0010 renames a stored refusal's code. Both go back down."""
-    url = str(make_url(TEST_DATABASE_URL).set(database="publisher_test_approval_migration"))
-    drop_database(url)
-    ensure_database(url)
-    cfg = alembic_config(url)
-    db = create_engine(url)
     refused = '{"code": "PLATFORM_REJECTED", "message": "no", "platformCode": "spam_risk"}'
-    try:
+    with migration_database("publisher_test_approval_migration", TEST_DATABASE_URL) as (cfg, db):
         command.upgrade(cfg, "0008")
         with db.begin() as conn:
             for statement in (
@@ -670,6 +664,3 @@ def test_migrations_0009_and_0010_up_and_down() -> None:
                 )
             ).scalars()
             assert "approval_required" not in set(columns)
-    finally:
-        db.dispose()
-        drop_database(url)

@@ -9,20 +9,19 @@ from datetime import timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from shared.accounts.tokens import mark_reauth_required
 from shared.events import DELIVERABLE, Actor, EventType, new_event_id
 from shared.kit.clock import utcnow
-from shared.kit.db import drop_database, engine, ensure_database, new_session, transaction
-from shared.kit.migrate import alembic_config
+from shared.kit.db import engine, new_session, transaction
 from shared.kit.settings import Settings
 from shared.models import Event
 from shared.publishing import posts
 from shared.publishing.protocol import reap_once
 from shared.publishing.usecases import cancel_post
-from tests.checks import publish_with
+from tests.checks import migration_database, publish_with
 from tests.conftest import TEST_DATABASE_URL
 from tests.emulators import due_post
 from tests.factories import TenantFixture
@@ -192,12 +191,7 @@ def test_the_audit_log_becomes_the_event_log_and_back() -> None:
     """Migration 0006 on a database that has audit rows: they become events under their new
     names, with event ids; downgrading gives the audit log back, without the events it never
     held."""
-    url = str(make_url(TEST_DATABASE_URL).set(database="publisher_test_events_migration"))
-    drop_database(url)
-    ensure_database(url)
-    cfg = alembic_config(url)
-    db = create_engine(url)
-    try:
+    with migration_database("publisher_test_events_migration", TEST_DATABASE_URL) as (cfg, db):
         command.upgrade(cfg, "0005")
         with db.begin() as conn:
             conn.execute(text("INSERT INTO organizations (id, name) VALUES ('org_1', 'O')"))
@@ -227,6 +221,3 @@ def test_the_audit_log_becomes_the_event_log_and_back() -> None:
         with db.connect() as conn:
             rows = conn.execute(text("SELECT action, target_id, reason FROM audit_log")).all()
         assert [tuple(r) for r in rows] == [("scheduled_post.cancel", "sp_1", "why")]
-    finally:
-        db.dispose()
-        drop_database(url)

@@ -21,7 +21,7 @@ import redis
 from alembic import command
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from api import endpoint_classes
@@ -30,13 +30,13 @@ from api.endpoint_classes import ROUTE_CLASSES
 from api.ratelimit import RateLimiter, bucket_key, day_key
 from api.routes import content, scheduled_posts, social_accounts, webhooks
 from cli.main import main
-from shared.kit.db import drop_database, ensure_database, new_session, transaction
-from shared.kit.migrate import alembic_config
+from shared.kit.db import new_session, transaction
 from shared.kit.settings import Settings, get_settings
 from shared.models import TIER_CHECK, ApiKey, Organization
 from shared.tenancy.keys import create_key, parse_token
 from shared.tenancy.tenants import create_tenant, set_daily_write_cap, set_organization_tier
 from shared.tenancy.tiers import TIERS, EndpointClass, Limits, Tier, limits_of
+from tests.checks import migration_database
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import TenantFixture, make_tenant
 
@@ -564,17 +564,12 @@ def test_cli_refuses_bad_tiers_and_limits_in_one_line(
 
 
 def test_the_migration_makes_existing_keys_pilot_and_keeps_their_limits() -> None:
-    url = str(make_url(TEST_DATABASE_URL).set(database="publisher_test_tiers_migration"))
-    drop_database(url)
-    ensure_database(url)
-    cfg = alembic_config(url)
-    db = create_engine(url)
     insert_key = (
         "INSERT INTO api_keys (id, organization_id, env, secret_hash, scopes, name,"
         " rate_limit_read, rate_limit_write) VALUES (:id, 'org_1', 'live', '\\x00', '{*}', '',"
         " :read, :write)"
     )
-    try:
+    with migration_database("publisher_test_tiers_migration", TEST_DATABASE_URL) as (cfg, db):
         command.upgrade(cfg, "0007")
         with db.begin() as conn:
             conn.execute(text("INSERT INTO organizations (id, name) VALUES ('org_1', 'O')"))
@@ -609,9 +604,6 @@ def test_the_migration_makes_existing_keys_pilot_and_keeps_their_limits() -> Non
                 text("SELECT id, rate_limit_read, rate_limit_write FROM api_keys ORDER BY id")
             )
             assert [tuple(r) for r in kept.all()] == [("own", 5, 3000), ("plain", None, None)]
-    finally:
-        db.dispose()
-        drop_database(url)
 
 
 def test_a_fresh_database_has_the_tiers(tenant: TenantFixture) -> None:
