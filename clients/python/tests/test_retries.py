@@ -6,12 +6,13 @@ lost. No test sleeps: the client's sleep records."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
-from fake_api import CONTAINER, DELIVERY, INTENT, POST, FakeAPI, envelope, ok
+from fake_api import CONTAINER, DELIVERY, ENDPOINT, INTENT, POST, FakeAPI, envelope, ok
 
 from layers_client import (
     CanceledPost,
@@ -128,6 +129,7 @@ def test_the_callers_idempotency_key_is_sent_and_each_call_gets_its_own(
         (408, "REQUEST_TIMEOUT"),
         (409, "CONFLICT"),
         (409, "CONTENT_REJECTED"),
+        (409, "PLATFORM_ERROR"),
         (409, "IDEMPOTENCY_CONFLICT"),
         (413, "PAYLOAD_TOO_LARGE"),
         (422, "VALIDATION"),
@@ -180,6 +182,32 @@ def test_a_rotation_is_not_sent_twice_once_it_may_have_left(fake: FakeAPI) -> No
     fake.script = [_refused(), ok(DELIVERY | {"id": "wd_x"})]
     with fake.client() as layers:
         assert layers.webhooks.ping(id="we_1").id == "wd_x"
+    assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("send", "body"),
+    [
+        (
+            lambda layers: layers.webhooks.rotate_secret(id="we_1"),
+            ENDPOINT | {"secret": "whsec_abc"},
+        ),
+        (lambda layers: layers.webhooks.ping(id="we_1"), DELIVERY),
+        (lambda layers: layers.webhooks.replay_delivery(id="wd_1"), DELIVERY),
+    ],
+)
+def test_a_503_of_a_post_the_api_does_not_deduplicate_is_raised_not_repeated(
+    fake: FakeAPI, send: Callable[[Layers], object], body: dict[str, object]
+) -> None:
+    # The 503 may have come after the work committed: a repeat would do it twice.
+    fake.script = [envelope(503, "UNAVAILABLE", headers={"Retry-After": "1"}), ok(body)]
+    with fake.client() as layers, pytest.raises(UnavailableError):
+        send(layers)
+    assert len(fake.requests) == 1
+    # A 429 did nothing: retried.
+    fake.script = [envelope(429, "RATE_LIMITED", headers={"Retry-After": "0"}), ok(body)]
+    with fake.client() as layers:
+        send(layers)
     assert len(fake.requests) == 3
 
 

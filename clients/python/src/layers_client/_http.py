@@ -4,7 +4,8 @@ the answer turned into a model or an error.
 Retries (at most `max_retries` after the first attempt), with exponential backoff and full
 jitter (a delay drawn from [0, min(cap, base * 2**n)]):
 
-- `429 RATE_LIMITED` and `503 UNAVAILABLE`, waiting at least their `Retry-After`; a
+- `429 RATE_LIMITED` always, and `503 UNAVAILABLE` where doing it twice is harmless (below:
+  a 503 may come after the work committed), waiting at least their `Retry-After`; a
   Retry-After longer than `max_retry_after` (a day's cap, hours away) is raised at once;
 - transport failures: connect errors and timeouts always; failures after the request may
   have left (read timeouts, a dropped connection) only where doing it twice is harmless:
@@ -174,7 +175,7 @@ class Transport:
             headers["X-Request-Id"] = request_id
         query = {k: v for k, v in (params or {}).items() if v is not None}
         twice_is_harmless = op_id not in NOT_IDEMPOTENT
-        retryable = {429, 503} if retry_unavailable else {429}
+        retryable = {429, 503} if retry_unavailable and twice_is_harmless else {429}
         unknown = False
         retries = 0
         while True:
