@@ -68,3 +68,11 @@ def test_a_cursor_answered_twice_stops_the_walk(fake: FakeAPI, layers: Layers) -
     with pytest.raises(LayersError, match="same cursor"):
         list(layers.publishing.iter_scheduled_posts(project_id="prj_1"))
     assert len(fake.requests) == 2
+
+
+def test_a_loop_of_cursors_stops_the_walk(fake: FakeAPI, layers: Layers) -> None:
+    # c1 -> c2 -> c1: never the same cursor twice in a row, still a walk without an end.
+    fake.script = [ok({"items": [POST], "nextCursor": c}) for c in ("c1", "c2", "c1")]
+    with pytest.raises(LayersError, match="same cursor"):
+        list(layers.publishing.iter_scheduled_posts(project_id="prj_1"))
+    assert len(fake.requests) == 3

@@ -4,7 +4,7 @@
  * last `RequestOptions`.
  */
 
-import { ConflictError } from "./errors.js";
+import { ConflictError, LayersError } from "./errors.js";
 import type { OperationId } from "./operations.js";
 import {
   type Answer,
@@ -65,15 +65,30 @@ function given<T extends Record<string, unknown>>(fields: T): Partial<T> {
   ) as Partial<T>;
 }
 
-/** Every item of every page, fetching the next page only as the loop gets to it. */
+/**
+ * Every item of every page, fetching the next page only as the loop gets to it. A cursor
+ * answered twice would loop for ever: it throws `LayersError` `INVALID_RESPONSE` instead.
+ */
 async function* paginate<T>(
   fetchPage: (cursor: string | undefined) => Promise<Page<T>>,
 ): AsyncGenerator<T, void, undefined> {
+  const seen = new Set<string>();
   let cursor: string | undefined;
   do {
     const page = await fetchPage(cursor);
     yield* page.items;
     cursor = page.nextCursor ?? undefined;
+    if (cursor !== undefined && seen.has(cursor)) {
+      throw new LayersError({
+        status: 200,
+        code: "INVALID_RESPONSE",
+        message: `The API answered the cursor ${cursor} again: the walk would never end`,
+        requestId: "",
+      });
+    }
+    if (cursor !== undefined) {
+      seen.add(cursor);
+    }
   } while (cursor !== undefined);
 }
 

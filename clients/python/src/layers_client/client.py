@@ -109,16 +109,22 @@ def iso_duration(value: timedelta | str | None) -> str | None:
 
 def _walk(list_page: Callable[..., Page[T]], **filters: Any) -> Iterator[T]:
     """Every item of every page of `list_page(**filters)`, from the first on, following
-    `next_cursor`; a page is fetched when it is reached."""
+    `next_cursor`; a page is fetched when it is reached. A cursor answered twice (the same
+    one again, or a loop of several) would never end: LayersError INVALID_RESPONSE."""
     cursor: str | None = None
+    seen: set[str] = set()
     while True:
         page = list_page(cursor=cursor, **filters)
         yield from page.items
         if page.next_cursor is None:
             return
-        if page.next_cursor == cursor:
-            raise LayersError("The API answered the same cursor again", code="INVALID_RESPONSE")
+        if page.next_cursor in seen:
+            raise LayersError(
+                f"The API answered the same cursor again ({page.next_cursor})",
+                code="INVALID_RESPONSE",
+            )
         cursor = page.next_cursor
+        seen.add(cursor)
 
 
 def _page_of(

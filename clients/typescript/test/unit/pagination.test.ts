@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import type { ScheduledPost } from "../../src/index.js";
+import { LayersError, type ScheduledPost } from "../../src/index.js";
 import { fake, POST, type Sent } from "./fake.js";
 
 function pages(sent: Sent): { status: number; body: unknown } {
@@ -58,6 +58,28 @@ describe("pagination", () => {
       }
     }
     assert.equal(sent.length, 1);
+  });
+
+  it("stops with an error when the API answers a cursor it answered before", async () => {
+    // c1 -> c2 -> c1: a loop, never the same cursor twice in a row.
+    const loop: Record<string, string> = { "": "c1", c1: "c2", c2: "c1" };
+    const { layers, sent } = fake([
+      (s: Sent) => {
+        const page = s.url.searchParams.get("cursor") ?? "";
+        return { status: 200, body: { items: [{ ...POST, id: page }], nextCursor: loop[page] } };
+      },
+    ]);
+    const seen: string[] = [];
+    await assert.rejects(
+      async () => {
+        for await (const post of layers.publishing.iterScheduledPosts({ projectId: "prj_1" })) {
+          seen.push(post.id);
+        }
+      },
+      (e: unknown) => e instanceof LayersError && e.code === "INVALID_RESPONSE",
+    );
+    assert.deepEqual(seen, ["", "c1", "c2"]);
+    assert.equal(sent.length, 3);
   });
 
   it("answers one page, with its cursor, from the list methods", async () => {
