@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from api.app import create_app
 from harness.stack import ROOT
@@ -113,3 +114,30 @@ def test_the_contracts_python_example_runs_unchanged() -> None:
     # The client's README shows the same call.
     readme = (ROOT / "clients" / "python" / "README.md").read_text()
     assert "".join(code.split()) in "".join(readme.split())
+
+
+def _code_lines(code: str) -> list[str]:
+    return [line.strip() for line in code.splitlines() if line.strip()]
+
+
+def _holds(text: str, code: str) -> bool:
+    """Whether `text` has `code`'s lines in a row, as written (indentation aside)."""
+    have, want = _code_lines(text), _code_lines(code)
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+
+@pytest.mark.parametrize(
+    ("language", "where"),
+    [
+        ("ts", "clients/typescript/examples/cancel.ts"),
+        ("ts", "clients/typescript/test/unit/shape.test.ts"),
+        ("ts", "clients/typescript/README.md"),
+        ("python", "clients/python/README.md"),
+    ],
+)
+def test_each_copy_of_a_contract_example_is_the_contracts_own(language: str, where: str) -> None:
+    """The TypeScript example runs from examples/cancel.ts (against the live stack) and
+    shape.test.ts (against a fake): each must be the contract's example as docs/api.md quotes
+    it, so a drift of either side fails here."""
+    text = (ROOT / where).read_text()
+    assert _holds(text, contract_example(language)), f"{where} lacks the {language} example"

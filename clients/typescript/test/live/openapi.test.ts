@@ -1,6 +1,7 @@
 /**
  * The served OpenAPI document against the client: every operation has its client method,
- * under the same method and path, and the client calls no operation the document lacks.
+ * under the same method and path, in the namespace of the operation's tag (the SDK's
+ * namespaces), and the client calls no operation the document lacks.
  * LAYERS_OPENAPI_PATH is the document, written by the pytest side from create_app().
  */
 
@@ -14,7 +15,10 @@ const PATH = process.env["LAYERS_OPENAPI_PATH"];
 const METHODS = ["get", "put", "post", "delete", "patch"] as const;
 
 interface Document {
-  paths: Record<string, Partial<Record<(typeof METHODS)[number], { operationId?: string }>>>;
+  paths: Record<
+    string,
+    Partial<Record<(typeof METHODS)[number], { operationId?: string; tags?: string[] }>>
+  >;
 }
 
 describe(
@@ -45,6 +49,12 @@ describe(
           if (`${mapped.method} ${mapped.path}` !== where) {
             missing.push(
               `${id}: the client calls ${mapped.method} ${mapped.path}, the document ${where}`,
+            );
+          }
+          const tags = operation.tags ?? [];
+          if (!tags.includes(mapped.resource)) {
+            missing.push(
+              `${id}: tags [${tags.join(", ")}], the client has it at layers.${mapped.resource}`,
             );
           }
           const resource = layers[mapped.resource] as unknown as Record<string, unknown>;
