@@ -28,7 +28,7 @@ from shared.kit import ids
 from shared.kit.clock import ceil_second, iso
 from shared.kit.db import driver_connection
 from shared.kit.errors import Conflict, NotFound, PlatformRefused, Validation
-from shared.kit.redispatch import lost_backoff
+from shared.kit.redispatch import lost_backoff, lost_backoff_delay
 from shared.models import (
     INSTAGRAM_ADAPTER,
     SANDBOX_ADAPTER,
@@ -926,6 +926,7 @@ def take_for_poll(session: Session, post_id: str, token: int) -> ScheduledPost |
         return None
     assert post is not None
     post.polls += 1
+    post.redispatches = 0
     return post
 
 
@@ -945,13 +946,16 @@ def rearm_lost_polls(
 ) -> list[Poll]:
     """Posts awaiting the platform whose poll should have run by now and did not (its message
     was lost with Redis): a new token and a poll due now. The lost one, should it surface,
-    does nothing."""
+    does nothing. (A new token, not a copy: two polls of one token that both hear "still
+    processing" would each arm the next, two chains for ever.) A poll merely late behind a
+    backlog is made stale by this, so each give-up of one post waits twice as long as the
+    last, until a poll of it runs (shared/kit/redispatch.py)."""
     rows = session.scalars(
         select(ScheduledPost)
         .where(
             ScheduledPost.status == PostStatus.PUBLISHING,
             ScheduledPost.awaiting_since.is_not(None),
-            ScheduledPost.poll_at < now - grace,
+            ScheduledPost.poll_at < now - lost_backoff(grace, ScheduledPost.redispatches),
         )
         .order_by(ScheduledPost.poll_at)
         .limit(limit)
@@ -960,6 +964,7 @@ def rearm_lost_polls(
     out = []
     for post in rows:
         post.dispatch_version += 1
+        post.redispatches += 1
         out.append(_arm_poll(post, now, now))
     return out
 
@@ -1010,8 +1015,13 @@ def reap_expired(
     ).all()
     out = Reaped([], [], [])
     for post in rows:
-        post.dispatch_version += 1
         post.updated_at = now
+        if post.upload_started_at is not None and _handed_out(post):
+            out.reconcile.append(
+                _reconcile_copy(session, post, now=now, settle=settle, lease=lease)
+            )
+            continue
+        post.dispatch_version += 1
         if post.upload_started_at is None and post.attempts >= max_attempts:
             _fail(
                 session,
@@ -1033,8 +1043,9 @@ def reap_expired(
             )
             post_event(session, EventType.POST_REQUEUED, post, token=post.dispatch_version)
         else:
-            post.owner = f"reconcile:{post.task_id}"
+            post.owner = f"{_HANDED_OUT}{post.task_id}"
             post.lease_expires_at = now + settle + lease
+            post.redispatches = 0
             out.reconcile.append(
                 Reconcile(post.id, post.dispatch_version, post.task_id, now + settle)
             )
@@ -1042,19 +1053,49 @@ def reap_expired(
     return out
 
 
+# A post's owner while its reconcile task is sent and not yet taken, then while it is taken.
+_HANDED_OUT: Final = "reconcile:"
+_RECONCILING: Final = "reconciling:"
+
+
+def _handed_out(post: ScheduledPost) -> bool:
+    return post.owner is not None and post.owner.startswith(_HANDED_OUT)
+
+
+def _reconcile_copy(
+    session: Session, post: ScheduledPost, *, now: datetime, settle: timedelta, lease: timedelta
+) -> Reconcile:
+    """A reconcile task sent and never taken within its lease: lost (Redis emptied), or
+    waiting behind a backlog. A copy under the same token, not a replacement, as for a lost
+    publish task (shared/kit/redispatch.py): whichever copy is taken first reconciles and
+    the other finds it taken; a new token would make the queued one stale, and under a
+    backlog slower than the lease, every reaper pass would send another that could never
+    run. Each copy waits twice as long as the last before the next."""
+    post.redispatches += 1
+    post.task_id = str(uuid.uuid4())
+    post.dispatched_at = now
+    post.owner = f"{_HANDED_OUT}{post.task_id}"
+    post.lease_expires_at = now + settle + lost_backoff_delay(lease, post.redispatches)
+    return Reconcile(post.id, post.dispatch_version, post.task_id, now + settle)
+
+
 def take_for_reconcile(
     session: Session, post_id: str, token: int, *, now: datetime, lease: timedelta
 ) -> ScheduledPost | None:
-    """The reconciler's claim: the post, if it still waits for this reconcile task."""
+    """The reconciler's claim: the post, if it still waits for a reconcile task of this
+    token and no copy of that task has taken it (the owner says taken, under its lease)."""
     post = _lock_for_worker(session, post_id)
     if (
         post is None
         or post.status != PostStatus.PUBLISHING
         or post.dispatch_version != token
         or post.upload_started_at is None
+        or (post.owner or "").startswith(_RECONCILING)
     ):
         return None
     post.attempts += 1
+    post.owner = f"{_RECONCILING}{(post.owner or '').removeprefix(_HANDED_OUT)}"
+    post.redispatches = 0
     post.lease_expires_at = now + lease
     post.updated_at = now
     return post
