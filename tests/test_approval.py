@@ -558,6 +558,83 @@ def test_two_approvals_at_once_promote_each_intent_once(tenant: TenantFixture) -
         assert _intent(intent_id).status == "promoted"
 
 
+def test_the_auto_approval_sweep_racing_manual_rejections_decides_each_once(
+    tenant: TenantFixture,
+) -> None:
+    """The dispatcher's sweep runs while people reject: each container is decided once,
+    approved (its intent promoted to one post) or rejected (no post), never both. One
+    rejection holds its lock across the whole sweep, which must pass it by; the sweep starts
+    once a few rejections have committed, while the others arrive; a quarter of the
+    containers get no rejection, which the sweep must approve."""
+    batch = _pending_batch(tenant, RACES)
+    with transaction() as tx:
+        project = approval.get_project(tx.session, tenant.organization_id, tenant.project_id)
+        project.auto_approve_after_s = 60
+        for container, _ in batch:
+            row = tx.session.get(ContentContainer, container)
+            assert row is not None
+            row.created_at = utcnow() - timedelta(hours=1)
+    actor = Actor(tenant.organization_id, tenant.key_id, "req-race")
+    held, swept = threading.Event(), threading.Event()
+    # The sweep starts once a few rejections have committed, the rest still arriving.
+    decided, head_start = threading.Condition(), 5
+    done = [0]
+
+    def hold_a_rejection() -> Any:
+        with transaction() as tx:
+            decided = usecases.decide_content(
+                actor, batch[0][0], None, approve=False, now=utcnow(), tx=tx
+            )
+            held.set()
+            assert swept.wait(timeout=30)
+            return decided
+
+    def reject(container: str) -> Any:
+        delay = random.Random(container).uniform(0, 0.03)
+        time.sleep(delay)
+        try:
+            return _decide(tenant, container, approve=False)
+        except Conflict as exc:
+            return exc
+        finally:
+            with decided:
+                done[0] += 1
+                decided.notify_all()
+
+    def sweep() -> list[approval.Decided]:
+        assert held.wait(timeout=30)
+        with decided:
+            assert decided.wait_for(lambda: done[0] >= head_start, timeout=30)
+        try:
+            with transaction() as tx:
+                return approval.auto_approve_due(tx.session, now=utcnow(), limit=100_000)
+        finally:
+            swept.set()
+
+    rejected_by_hand = [c for n, (c, _) in enumerate(batch[1:], 1) if n % 4]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        holder = pool.submit(hold_a_rejection)
+        sweeper = pool.submit(sweep)
+        answers = list(pool.map(reject, rejected_by_hand))
+        holder.result(timeout=60)
+        swept_ids = {d.container.id for d in sweeper.result(timeout=60)}
+    assert batch[0][0] not in swept_ids, "the sweep decided a container a rejection held"
+    outcomes = {"content.approved": 0, "content.rejected": 0}
+    for container, intent_id in batch:
+        (decision,) = _events(container)
+        outcomes[decision] += 1
+        made, intent = _posts_of(container), _intent(intent_id)
+        if decision == "content.approved":
+            assert intent.status == "promoted" and len(made) == 1, container
+        else:
+            assert intent.status == "rejected" and made == [], container
+    lost = sum(isinstance(a, Conflict) for a in answers)
+    print(f"\nsweep vs rejections: {outcomes}; {lost} rejections came after the sweep")
+    # The held one and the head start at least; those no one rejected at least.
+    assert outcomes["content.rejected"] >= 1 + head_start
+    assert outcomes["content.approved"] >= len(batch) - 1 - len(rejected_by_hand)
+
+
 def test_an_approval_racing_a_rejection_has_one_outcome(tenant: TenantFixture) -> None:
     batch = _pending_batch(tenant, RACES)
 
