@@ -15,8 +15,10 @@ from cli.main import main
 from shared.accounts.accounts import disconnect_account
 from shared.kit.clock import utcnow
 from shared.kit.db import new_session, transaction
-from shared.models import Event, ScheduledPost, SocialAccount
+from shared.kit.settings import get_settings
+from shared.models import Event, ScheduledPost, SocialAccount, WebhookDelivery
 from shared.publishing import posts
+from shared.webhooks.endpoints import register
 from tests.checks import envelope_error
 from tests.emulators import due_post
 from tests.factories import TenantFixture, at, upload
@@ -51,6 +53,15 @@ def test_a_disconnect_cancels_what_has_not_gone_out_and_lets_the_rest_complete(
         posts.claim(tx.session, claimed, claimed_token, "w1", now=now, lease=lease)
         posts.claim(tx.session, started, started_token, "w2", now=now, lease=lease)
         assert posts.begin_upload(tx.session, started, started_token, "w2", now=now, lease=lease)
+        endpoint = register(
+            tx.session,
+            tenant.organization_id,
+            "https://hooks.example.com/disconnect",
+            ["post.canceled", "social_account.revoked"],
+            None,
+            settings=get_settings(),
+            now=now,
+        )
     done = disconnect_account(account, "the customer revoked access", operator="ops")
     assert sorted(done.canceled) == sorted([queued, claimed])
     assert done.completing == 1
@@ -90,6 +101,17 @@ def test_a_disconnect_cancels_what_has_not_gone_out_and_lets_the_rest_complete(
         assert (canceled.reason, canceled.request_id) == ("the customer revoked access", "cli:ops")
         row = session.get(SocialAccount, account)
         assert row is not None and row.status_reason == "the customer revoked access"
+        # Each is notified: a delivery to the subscribed endpoint per canceled post, and one
+        # for the account, committed with the disconnect.
+        sent = session.execute(
+            select(Event.type, Event.subject_id, Event.data)
+            .join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
+            .where(WebhookDelivery.endpoint_id == endpoint.endpoint.id)
+        ).all()
+    assert sorted((t, i) for t, i, _ in sent) == sorted(
+        [("post.canceled", queued), ("post.canceled", claimed), ("social_account.revoked", account)]
+    )
+    assert {d["status"] for t, _, d in sent if t == "post.canceled"} == {"canceled"}
 
 
 def test_nothing_new_is_scheduled_on_a_disconnected_account(
