@@ -136,7 +136,7 @@ log_disconnections = 0
         shared_tmp = "/tmp" if root else None  # noqa: S108 - see above
         self.dir = Path(tempfile.mkdtemp(prefix="publisher-pgbouncer-", dir=shared_tmp))
         self.dir.chmod(0o755)
-        user = pwd.getpwuid(os.getuid()).pw_name
+        user = _os_user()
         # Trust auth still wants each user listed; the server's trust auth does the rest.
         users = sorted({user, self.server_user or user})
         (self.dir / "userlist.txt").write_text("".join(f'"{u}" ""\n' for u in users))
@@ -172,19 +172,17 @@ log_disconnections = 0
         gone, as during a restart, while this pooler and its clients carry on."""
         assert self.dir is not None
         self.server_port = port
-        user = pwd.getpwuid(os.getuid()).pw_name
-        (self.dir / "pgbouncer.ini").write_text(self._config(user))
+        (self.dir / "pgbouncer.ini").write_text(self._config(_os_user()))
         with self.admin() as conn:
             conn.execute("RELOAD")
 
     def admin(self) -> psycopg.Connection[Any]:
         """A connection to pgbouncer's admin console (SHOW POOLS, SHOW CLIENTS, ...)."""
-        user = pwd.getpwuid(os.getuid()).pw_name
         return psycopg.connect(
             host="127.0.0.1",
             port=self.port,
             dbname="pgbouncer",
-            user=user,
+            user=_os_user(),
             autocommit=True,
             connect_timeout=2,
             # The console speaks only the simple query protocol.
@@ -214,3 +212,8 @@ log_disconnections = 0
                 self.proc.wait()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _os_user() -> str:
+    """This process's user name: the pooler's admin and, by default, its client."""
+    return pwd.getpwuid(os.getuid()).pw_name

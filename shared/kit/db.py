@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import psycopg
@@ -45,7 +46,7 @@ def init_engine(
         connect_args=connect_args(application_name),
     )
     if settings.database_pooler == "transaction":
-        event.listen(_engine, "begin", _set_local_timeouts)
+        event.listen(_engine, "begin", partial(_set_local_timeouts, _local_timeouts_sql()))
     event.listen(_engine, "handle_error", _connection_errors_disconnect)
     event.listen(_engine, "checkin", _note_checkin)
     event.listen(_engine, "checkout", _check_on_checkout)
@@ -82,7 +83,13 @@ def connect_args(application_name: str) -> dict[str, Any]:
     return args
 
 
-def _set_local_timeouts(conn: Connection) -> None:
+def _local_timeouts_sql() -> str:
+    """The statement `_set_local_timeouts` runs, built once per engine."""
+    settings = ", ".join(f"set_config('{name}', '{ms}', true)" for name, ms in _timeouts().items())
+    return f"SELECT {settings}"
+
+
+def _set_local_timeouts(statement: str, conn: Connection) -> None:
     """Each transaction's first statement behind a transaction pooler: the timeouts, for this
     transaction only, on the server connection it runs on (one round trip: the price of the
     pooler). Local, never session settings: those would stay on the server connection for
@@ -93,8 +100,7 @@ def _set_local_timeouts(conn: Connection) -> None:
     dbapi = conn.connection.driver_connection
     if not isinstance(dbapi, psycopg.Connection) or dbapi.autocommit:
         return  # no transaction block to scope them to
-    settings = ", ".join(f"set_config('{name}', '{ms}', true)" for name, ms in _timeouts().items())
-    conn.exec_driver_sql(f"SELECT {settings}")
+    conn.exec_driver_sql(statement)
 
 
 # SQLSTATE classes that mean the connection is gone, not the statement wrong: 08 (connection
