@@ -51,6 +51,27 @@ class Bounds:
     settle: timedelta = timedelta(seconds=120)
     early: timedelta = timedelta(milliseconds=250)
     completion: timedelta = timedelta(0)
+    # The platform's outages in the run, (start, end): a post not yet out when one begins
+    # waits for the platform, so it may finish that outage's length later, and `recovery`
+    # more (the wait before it tries again, and the retries around it), for each it meets.
+    outages: tuple[tuple[datetime, datetime], ...] = ()
+    recovery: timedelta = timedelta(0)
+
+    def allowed(self, due: datetime, completes_later: bool) -> timedelta:
+        """How late a post due at `due` may finish: the bound, the platform's time if it
+        completes on its own, and every outage that began before the post could finish and
+        ended after its time, each as long as it kept the post waiting, plus `recovery`."""
+        bound = self.settle + (self.completion if completes_later else timedelta(0))
+        met: set[int] = set()
+        grew = True
+        while grew:
+            grew = False
+            for i, (start, end) in enumerate(self.outages):
+                if i not in met and end > due and start < due + bound:
+                    met.add(i)
+                    bound += end - max(start, due) + self.recovery
+                    grew = True
+        return bound
 
 
 def _won_cancels(history: History) -> dict[str, Call]:
@@ -128,17 +149,26 @@ def check(history: History, bounds: Bounds | None = None) -> list[Verdict]:
             v5.violations[pid] = f"stuck in {post.status}"
         elif post.status != "canceled" and post.finished_at is not None:
             late = post.finished_at - post.scheduled_for
-            bound = bounds.settle + (bounds.completion if post.completes_later else timedelta(0))
+            bound = bounds.allowed(post.scheduled_for, post.completes_later)
             if late > bound:
                 v5.violations[pid] = (
                     f"{post.status} {late.total_seconds():.1f}s after its time "
                     f"(bound {bound.total_seconds():g}s)"
                 )
-    v5.note = f"bound {bounds.settle.total_seconds():g}s" + (
-        f", {(bounds.settle + bounds.completion).total_seconds():g}s where the platform "
-        "completes on its own"
-        if bounds.completion
-        else ""
+    v5.note = (
+        f"bound {bounds.settle.total_seconds():g}s"
+        + (
+            f", {(bounds.settle + bounds.completion).total_seconds():g}s where the platform "
+            "completes on its own"
+            if bounds.completion
+            else ""
+        )
+        + (
+            f"; plus each of the {len(bounds.outages)} platform outages a post met, its length "
+            f"and {bounds.recovery.total_seconds():g}s"
+            if bounds.outages
+            else ""
+        )
     )
     verdicts.append(v5)
 

@@ -215,11 +215,12 @@ class Injector:
                 cycle = list(self.kinds)
                 self.rng.shuffle(cycle)
             kind = cycle.pop()
+            began = time.time()
             try:
                 detail = self.actions[kind]()
             except Exception as exc:  # a fault that could not be injected is itself recorded
                 detail = f"injection failed: {type(exc).__name__}: {exc}"
-            self.history.fault(Fault(kind, time.time(), detail))
+            self.history.fault(Fault(kind, time.time(), detail, began))
 
     def _faults_off(self) -> None:
         for platform, url in self.platform_urls.items():

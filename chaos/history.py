@@ -60,9 +60,13 @@ class WebhookReceipt:
 
 @dataclass(frozen=True)
 class Fault:
+    """One fault: `at` when it was injected or, for one that lasts (a spell, an outage),
+    when it ended; `began` when it began."""
+
     kind: str
     at: float
     detail: str = ""
+    began: float = 0.0
 
 
 @dataclass

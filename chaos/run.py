@@ -10,7 +10,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -497,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
             read_state(history, load.post_ids, database_url)
         else:
             _read_state_over_api(history, client, load.post_ids)
-        verdicts = checker.check(history, _bounds(args))
+        verdicts = checker.check(history, _bounds(args, history))
         rep = report(history, verdicts, stack, time.time() - started, args.adapter)
         _print_report(rep, verdicts)
         Path(args.report).write_text(json.dumps(rep, indent=2))
@@ -567,18 +567,30 @@ def receipts(receiver: Receiver) -> list[WebhookReceipt]:
     ]
 
 
-def _bounds(args: argparse.Namespace) -> checker.Bounds:
+def _bounds(args: argparse.Namespace, history: History) -> checker.Bounds:
     """Invariant 5's bound: `--bound` after its time for every post, and for a post the
     platform completes on its own that much more as the platform may take (its processing
-    and moderation at their slowest in this run) and one poll interval."""
+    and moderation at their slowest in this run) and one poll interval. A post the platform
+    was down for waits for it: each outage it met (two can come back to back) as long as it
+    kept it waiting, then at most one wait of the outage retry cap, and a margin for the
+    retries around it."""
     later = completion_allowance_s() + float(CHAOS_ENV["POLL_CAP_S"])
-    # A post due while the platform is down waits for it: the outage, then at most one wait
-    # of the outage retry cap after it, and a margin for the retries around it.
-    down = "platform_down" in _kinds(args)
-    outage = args.outage + float(CHAOS_ENV["PLATFORM_OUTAGE_RETRY_CAP_S"]) + 30 if down else 0
     return checker.Bounds(
-        settle=timedelta(seconds=args.bound + outage),
+        settle=timedelta(seconds=args.bound),
         completion=timedelta(seconds=later if args.adapter == "emulator" else 0),
+        outages=_outages(history),
+        recovery=timedelta(seconds=float(CHAOS_ENV["PLATFORM_OUTAGE_RETRY_CAP_S"]) + 30),
+    )
+
+
+def _outages(history: History) -> tuple[tuple[datetime, datetime], ...]:
+    """Each platform_down of the run, (start, end)."""
+    return tuple(
+        sorted(
+            (datetime.fromtimestamp(f.began, UTC), datetime.fromtimestamp(f.at, UTC))
+            for f in history.faults
+            if f.kind == "platform_down" and not f.detail.startswith("injection failed")
+        )
     )
 
 
