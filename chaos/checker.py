@@ -51,25 +51,32 @@ class Bounds:
     settle: timedelta = timedelta(seconds=120)
     early: timedelta = timedelta(milliseconds=250)
     completion: timedelta = timedelta(0)
-    # The platform's outages in the run, (start, end): a post not yet out when one begins
-    # waits for the platform, so it may finish that outage's length later, and `recovery`
-    # more (the wait before it tries again, and the retries around it), for each it meets.
+    # The platform's outages in the run, (start, end). A post not yet out when one begins
+    # waits for the platform; when it is back, every post that waited is due at once, and
+    # that backlog drains in at most half as long as it took to pile up (a stack sized for
+    # three times its load, as the long run is). So each outage a post meets allows it the
+    # part of the outage it waited, half the outage's length for the drain, and `recovery`
+    # (the wait before a post tries again, and the retries around it). Measured on three
+    # long runs: the posts that waited used at most 0.85 of it; a run whose reconcile
+    # tasks were made stale faster than they ran broke it 1,248 times.
     outages: tuple[tuple[datetime, datetime], ...] = ()
     recovery: timedelta = timedelta(0)
 
     def allowed(self, due: datetime, completes_later: bool) -> timedelta:
         """How late a post due at `due` may finish: the bound, the platform's time if it
-        completes on its own, and every outage that began before the post could finish and
-        ended after its time, each as long as it kept the post waiting, plus `recovery`."""
+        completes on its own, and each outage it met: one that began before the post could
+        finish, and whose backlog had not drained by the post's time."""
         bound = self.settle + (self.completion if completes_later else timedelta(0))
         met: set[int] = set()
         grew = True
         while grew:
             grew = False
             for i, (start, end) in enumerate(self.outages):
-                if i not in met and end > due and start < due + bound:
+                drain = (end - start) / 2
+                if i not in met and end + drain > due and start < due + bound:
                     met.add(i)
-                    bound += end - max(start, due) + self.recovery
+                    waited = max(timedelta(0), end - max(start, due))
+                    bound += waited + drain + self.recovery
                     grew = True
         return bound
 

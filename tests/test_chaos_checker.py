@@ -123,32 +123,36 @@ def test_5_a_post_that_finished_past_the_bound() -> None:
 
 def test_5_a_post_waits_out_each_outage_it_meets_and_no_more() -> None:
     """Two outages back to back: a post due at the first one's start may finish after both,
-    each as long as it kept the post waiting plus the recovery; an outage that ended before
-    the post's time, or began after it could have finished, gives it nothing."""
+    each allowing what the post waited of it, half its length for the backlog to drain and
+    the recovery. An outage whose backlog had drained by the post's time, or that began
+    after the post could have finished, allows nothing."""
     minute = timedelta(minutes=1)
+    second = T0 + 3 * minute + timedelta(seconds=8)
     bounds = Bounds(
         settle=timedelta(seconds=120),
         outages=(
-            (T0 - 10 * minute, T0 - 5 * minute),  # over before the post's time
+            (T0 - 10 * minute, T0 - 5 * minute),  # drained before the post's time
             (T0, T0 + 3 * minute),
-            (T0 + 3 * minute + timedelta(seconds=8), T0 + 6 * minute + timedelta(seconds=8)),
+            (second, second + 3 * minute),
             (T0 + 30 * minute, T0 + 33 * minute),  # long after it could have finished
         ),
         recovery=timedelta(seconds=40),
     )
-    # 120 s, then 180 s + 40 s for each of the two outages it met: 560 s.
-    assert bounds.allowed(T0, False) == timedelta(seconds=560)
+    # 120 s, then 180 + 90 + 40 s for each of the two outages it met: 740 s.
+    assert bounds.allowed(T0, False) == timedelta(seconds=740)
     h = _clean()
-    h.posts["sp_pub"] = _post("sp_pub", "published", "ext_pub", late=559)
+    h.posts["sp_pub"] = _post("sp_pub", "published", "ext_pub", late=739)
     v5 = _by_number(check(h, bounds))[5]
     assert v5.ok, v5.line()
     assert "each of the 4 platform outages a post met" in v5.note
-    h.posts["sp_pub"] = _post("sp_pub", "published", "ext_pub", late=561)
+    h.posts["sp_pub"] = _post("sp_pub", "published", "ext_pub", late=741)
     assert "sp_pub" in _by_number(check(h, bounds))[5].violations
-    # Due in the middle of the first: only what was left of it, then the second.
-    assert bounds.allowed(T0 + 2 * minute, False) == timedelta(seconds=120 + 60 + 40 + 180 + 40)
-    # Due after both: the bound alone.
-    assert bounds.allowed(T0 + 10 * minute, False) == timedelta(seconds=120)
+    # Due in the middle of the first: what was left of it, then the second.
+    assert bounds.allowed(T0 + 2 * minute, False) == timedelta(seconds=120 + 60 + 130 + 310)
+    # Due just after the second, its backlog still draining: its drain and recovery only.
+    assert bounds.allowed(second + 3 * minute + minute, False) == timedelta(seconds=120 + 130)
+    # Due once that drain is over: the bound alone.
+    assert bounds.allowed(second + 3 * minute + 2 * minute, False) == timedelta(seconds=120)
 
 
 def test_5_a_post_the_platform_completes_later_has_its_processing_time_too() -> None:
