@@ -171,8 +171,8 @@ def check(history: History, bounds: Bounds | None = None) -> list[Verdict]:
             else ""
         )
         + (
-            f"; plus each of the {len(bounds.outages)} platform outages a post met, its length "
-            f"and {bounds.recovery.total_seconds():g}s"
+            f"; plus, for each of the {len(bounds.outages)} platform outages a post met, what "
+            f"it waited of it, half its length to drain, and {bounds.recovery.total_seconds():g}s"
             if bounds.outages
             else ""
         )
