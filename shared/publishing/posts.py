@@ -1017,9 +1017,7 @@ def reap_expired(
     for post in rows:
         post.updated_at = now
         if post.upload_started_at is not None and _handed_out(post):
-            out.reconcile.append(
-                _reconcile_copy(session, post, now=now, settle=settle, lease=lease)
-            )
+            out.reconcile.append(_reconcile_copy(post, now=now, settle=settle, lease=lease))
             continue
         post.dispatch_version += 1
         if post.upload_started_at is None and post.attempts >= max_attempts:
@@ -1063,7 +1061,7 @@ def _handed_out(post: ScheduledPost) -> bool:
 
 
 def _reconcile_copy(
-    session: Session, post: ScheduledPost, *, now: datetime, settle: timedelta, lease: timedelta
+    post: ScheduledPost, *, now: datetime, settle: timedelta, lease: timedelta
 ) -> Reconcile:
     """A reconcile task sent and never taken within its lease: lost (Redis emptied), or
     waiting behind a backlog. A copy under the same token, not a replacement, as for a lost
